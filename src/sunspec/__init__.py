@@ -1,0 +1,14 @@
+"""sunspec: real-time streaming of radio power spectra from the OVRO-LWA data recorder."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .protocol import FrameHeader, ProtocolError
+
+try:
+    __version__ = version("sunspec")
+except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+    __version__ = "0+unknown"
+
+__all__ = ["FrameHeader", "ProtocolError", "__version__"]

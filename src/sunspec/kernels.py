@@ -1,0 +1,173 @@
+"""Checked entry points to the compiled kernels of :mod:`sunspec._core`.
+
+Each function validates its arguments (shape, dtype, contiguity, ranges), raising
+:class:`TypeError` or :class:`ValueError` that names the argument, and then runs one
+kernel with the GIL released. Outputs are written into arrays the caller owns, so a
+steady-state caller allocates nothing.
+
+NaN and inf are not filtered: they propagate through the sums as IEEE arithmetic does
+(a NaN anywhere in a window or a channel group makes that output NaN). :func:`reduce_frame`
+returns how many of the values it wrote are not finite, so callers can reject such rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["PRODUCTS", "accumulate", "finalize_mean", "product_code", "read_rows",
+           "reduce_frame", "time_average"]
+
+#: Named products a ring row can hold, mapped to kernel product codes. ``XX`` ... ``XY_imag``
+#: are pols 0..3 of the recorder's order; ``I`` is (XX + YY) / 2 and ``V`` is XY_imag.
+PRODUCTS: dict[str, int] = {
+    "XX": 0,
+    "YY": 1,
+    "XY_real": 2,
+    "XY_imag": 3,
+    "I": _core.PRODUCT_I,
+    "V": 3,
+}
+
+
+def product_code(product: str | int, npol: int = 4) -> int:
+    """Kernel code for a product name (see :data:`PRODUCTS`) or a pol index."""
+    if isinstance(product, str):
+        try:
+            code = PRODUCTS[product]
+        except KeyError:
+            raise ValueError(
+                f"product must be one of {sorted(PRODUCTS)} or a pol index, got {product!r}"
+            ) from None
+    elif isinstance(product, (int, np.integer)) and not isinstance(product, bool):
+        code = int(product)
+        if code < 0:
+            raise ValueError(f"pol index must be >= 0, got {code}")
+    else:
+        raise TypeError(f"product must be a name or an int pol index, got {type(product).__name__}")
+    needed = 2 if code == _core.PRODUCT_I else code + 1
+    if npol < needed:
+        raise ValueError(f"product {product!r} needs npol >= {needed}, the stream has {npol}")
+    return code
+
+
+def _as_array(name: str, a, dtype: np.dtype, ndim: int, writeable: bool = False) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from exc
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype).name}, got {a.dtype.name}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writeable and not a.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    return a
+
+
+def accumulate(gulp, t0: int, t1: int, acc: np.ndarray) -> None:
+    """Add spectra ``gulp[t0:t1]`` to the float64 accumulator ``acc`` (shape gulp.shape[1:])."""
+    x = _as_array("gulp", gulp, np.float32, gulp.ndim if hasattr(gulp, "ndim") else 4)
+    if x.ndim < 2:
+        raise ValueError(f"gulp must have a time axis and at least one more, got shape {x.shape}")
+    ntime = x.shape[0]
+    if not 0 <= t0 <= t1 <= ntime:
+        raise ValueError(f"time range [t0, t1) = [{t0}, {t1}) must lie within [0, {ntime}]")
+    a = _as_array("acc", acc, np.float64, x.ndim - 1, writeable=True)
+    if a.shape != x.shape[1:]:
+        raise ValueError(f"acc must have shape {x.shape[1:]}, got {a.shape}")
+    if t1 > t0:
+        _core.accumulate(x.reshape(ntime, -1), t0, t1, a.reshape(-1))
+
+
+def finalize_mean(acc: np.ndarray, n: int, out: np.ndarray) -> None:
+    """Write ``acc / n`` as float32 into ``out`` (same shape as ``acc``)."""
+    a = _as_array("acc", acc, np.float64, acc.ndim)
+    o = _as_array("out", out, np.float32, a.ndim, writeable=True)
+    if o.shape != a.shape:
+        raise ValueError(f"out must have shape {a.shape}, got {o.shape}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.finalize_mean(a.reshape(-1), n, o.reshape(-1))
+
+
+def time_average(gulp, t0: int = 0, t1: int | None = None, out: np.ndarray | None = None,
+                 scratch: np.ndarray | None = None) -> np.ndarray:
+    """Mean of spectra ``gulp[t0:t1]`` along time, accumulated in float64.
+
+    ``gulp`` is float32 (ntime, nbeam, nchan, npol) (any ndim >= 2 works); the result has
+    shape ``gulp.shape[1:]`` and equals
+    ``gulp[t0:t1].astype(np.float64).mean(0).astype(np.float32)`` bit for bit. ``out`` and
+    ``scratch`` (float64, same shape) may be given to avoid allocating.
+    """
+    x = _as_array("gulp", gulp, np.float32, np.ndim(gulp))
+    if x.ndim < 2:
+        raise ValueError(f"gulp must have a time axis and at least one more, got shape {x.shape}")
+    t1 = x.shape[0] if t1 is None else t1
+    if t1 <= t0:
+        raise ValueError(f"time range [t0, t1) = [{t0}, {t1}) is empty")
+    if out is None:
+        out = np.empty(x.shape[1:], np.float32)
+    if scratch is None:
+        scratch = np.zeros(x.shape[1:], np.float64)
+    else:
+        _as_array("scratch", scratch, np.float64, x.ndim - 1, writeable=True)
+        scratch.fill(0.0)
+    accumulate(x, t0, t1, scratch)
+    finalize_mean(scratch, t1 - t0, out)
+    return out
+
+
+def reduce_frame(frame, ring: np.ndarray, row: int, *, beam: int = 0,
+                 product: str | int = "XX", factor: int = 2) -> int:
+    """Reduce one frame (nbeam, nchan, npol) float32 into row ``row`` of ``ring``.
+
+    Picks ``beam`` and ``product`` (see :func:`product_code`), averages ``factor`` adjacent
+    channels in float64 and writes float32 straight into ``ring[row]``, whose length must be
+    ``nchan // factor``. Returns the number of non-finite values written.
+    """
+    f = _as_array("frame", frame, np.float32, 3)
+    nbeam, nchan, npol = f.shape
+    r = _as_array("ring", ring, np.float32, 2, writeable=True)
+    if not 0 <= beam < nbeam:
+        raise ValueError(f"beam must be in [0, {nbeam}), got {beam}")
+    code = product_code(product, npol)
+    if factor < 1 or nchan % factor:
+        raise ValueError(f"factor must be >= 1 and divide nchan = {nchan}, got {factor}")
+    if r.shape[1] != nchan // factor:
+        raise ValueError(
+            f"ring rows must hold nchan // factor = {nchan // factor} values, got {r.shape[1]}"
+        )
+    if not 0 <= row < r.shape[0]:
+        raise ValueError(f"row must be in [0, {r.shape[0]}), got {row}")
+    return _core.reduce_frame(f, beam, code, factor, r, row)
+
+
+def read_rows(src: np.ndarray, head: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The ``n`` rows of ``src`` before index ``head`` (wrapping), oldest first, as a copy.
+
+    ``src`` is any C-contiguous array whose first axis is the ring's; ``out`` (shape
+    ``(n,) + src.shape[1:]``, same dtype) may be given to avoid allocating.
+    """
+    if not isinstance(src, np.ndarray) or not src.flags.c_contiguous or src.ndim < 1:
+        raise ValueError("src must be a C-contiguous ndarray with a row axis")
+    nrows = src.shape[0]
+    if not 0 <= n <= nrows:
+        raise ValueError(f"n must be in [0, {nrows}], got {n}")
+    if not 0 <= head < max(nrows, 1):
+        raise ValueError(f"head must be in [0, {nrows}), got {head}")
+    if out is None:
+        out = np.empty((n, *src.shape[1:]), src.dtype)
+    else:
+        _as_array("out", out, src.dtype, src.ndim, writeable=True)
+        if out.shape != (n, *src.shape[1:]):
+            raise ValueError(f"out must have shape {(n, *src.shape[1:])}, got {out.shape}")
+    if n:
+        rowbytes = src.itemsize * (src.size // nrows)
+        _core.copy_rows(src.view(np.uint8).reshape(nrows, rowbytes), head, n,
+                        out.view(np.uint8).reshape(n, rowbytes))
+    return out
