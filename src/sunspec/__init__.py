@@ -5,10 +5,20 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .protocol import FrameHeader, ProtocolError
+from .receiver import Receiver, StreamReceiver
+from .ring import RingBuffer, Rows
 
 try:
     __version__ = version("sunspec")
 except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
     __version__ = "0+unknown"
 
-__all__ = ["FrameHeader", "ProtocolError", "__version__"]
+__all__ = [
+    "FrameHeader",
+    "ProtocolError",
+    "Receiver",
+    "RingBuffer",
+    "Rows",
+    "StreamReceiver",
+    "__version__",
+]

@@ -1,0 +1,441 @@
+"""Receiver: subscribes to a sunspec / OVRO-LWA spectrum stream and keeps a ring of rows.
+
+The receiving thread only receives, validates and writes ring rows: every message either
+becomes a row or is counted under a named reason (``rejected``), and gaps in the sender's
+``seq`` are counted as ``lost``. Everything slow (plots, files, web clients) reads the ring
+from its own thread. The thread waits on a poller with a timeout, so it costs nothing while
+the stream is quiet and notices :meth:`Receiver.stop` within ``POLL_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from . import _core, memory
+from ._log import RateLimitedLog
+from .clock import CHAN_BW, channel_freqs_hz
+from .kernels import product_code
+from .protocol import REJECT_REASONS, TOPIC, FrameHeader, ProtocolError, parse_header
+from .ring import RingBuffer, Rows
+
+__all__ = ["Receiver", "StreamReceiver"]
+
+log = logging.getLogger(__name__)
+
+#: seconds the receiving thread waits for a message before checking for stop
+POLL_INTERVAL = 0.1
+#: messages handled per wake-up before housekeeping (stop check, GC) gets a turn
+_BATCH = 256
+#: receiver-side reason: the stream's geometry cannot give the requested beam/product/factor
+_GEOMETRY = "geometry"
+
+
+class Receiver:
+    """Subscribe to a spectrum stream and keep the newest ``buffer_length`` reduced frames.
+
+    Each frame (nbeam, nchan, npol) becomes one ring row: ``beam``'s ``product`` (a pol name
+    ``XX``/``YY``/``XY_real``/``XY_imag``, ``I`` = (XX+YY)/2, ``V`` = XY_imag, or a pol index
+    via ``pol``) averaged over ``factor`` adjacent channels. ``chan0`` names the first
+    recorder channel for version 1 streams, which do not carry it, so rows get frequencies.
+    """
+
+    def __init__(
+        self,
+        addr: str = "127.0.0.1",
+        port: int = 9798,
+        *,
+        endpoint: str | None = None,
+        buffer_length: int = 1200,
+        product: str | int = "XX",
+        pol: int | None = None,
+        factor: int = 2,
+        beam: int = 0,
+        gc_interval: int = 100,
+        chan0: int | None = None,
+        max_message_bytes: int = 16 * 1024 * 1024,
+        rcvhwm: int = 1000,
+        context: zmq.Context | None = None,
+    ):
+        if buffer_length < 1:
+            raise ValueError(f"buffer_length must be >= 1, got {buffer_length}")
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        if beam < 0:
+            raise ValueError(f"beam must be >= 0, got {beam}")
+        if gc_interval < 0:
+            raise ValueError(f"gc_interval must be >= 0 (0 = off), got {gc_interval}")
+        self.endpoint = endpoint or f"tcp://{addr}:{port}"
+        self.buffer_length = buffer_length
+        self.product: str | int = pol if pol is not None else product
+        product_code(self.product)  # fail early on a bad name
+        self.factor = factor
+        self.beam = beam
+        self.gc_interval = gc_interval
+        self.chan0 = chan0
+        self.max_message_bytes = max_message_bytes
+        self.rcvhwm = rcvhwm
+        self._context = context
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._ring: RingBuffer | None = None
+        self._rlog = RateLimitedLog(log)
+        self._reset_stats()
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Receiver:
+        """Connect and start the receiving thread (no-op if running)."""
+        if self.running:
+            return self
+        self._stop.clear()
+        ctx = self._context or zmq.Context.instance()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
+        sock.connect(self.endpoint)
+        self._started_at = time.time()
+        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True,
+                                        name=f"sunspec-recv {self.endpoint}")
+        self._thread.start()
+        log.info("receiving from %s (%s, factor %d, beam %d)", self.endpoint, self.product,
+                 self.factor, self.beam)
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the receiving thread and close its socket; held data stays readable."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout)
+        if thread.is_alive():  # pragma: no cover - only if a kernel call hangs
+            log.error("receiving thread did not stop within %.1f s", timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- data access ------------------------------------------------------------------------
+    @property
+    def ring(self) -> RingBuffer | None:
+        """The current ring (``None`` before the first frame); replaced on a geometry change."""
+        return self._ring
+
+    def wait_for_ring(self, timeout: float | None = None) -> RingBuffer | None:
+        """Wait until the first frame has arrived; returns the ring or ``None`` on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._ring is None or self._ring.total == 0:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+        return self._ring
+
+    def get_latest(self, n: int = 1) -> Rows:
+        """The newest ``n`` rows (fewer if fewer held) with their times and frequencies."""
+        ring = self._ring
+        if ring is None:
+            nfreq = 0
+            return Rows(np.zeros((0, nfreq), np.float32), np.zeros(0, np.int64),
+                        np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0, 0, None)
+        return ring.latest(n)
+
+    def get_latest_data(self, n_frames: int = 1) -> np.ndarray:
+        """The newest ``n_frames`` rows as a float32 array (n, nfreq), oldest first."""
+        return self.get_latest(n_frames).data
+
+    @property
+    def stream_info(self) -> dict[str, Any]:
+        """Metadata of the latest accepted message, with this receiver's product and factor."""
+        info = dict(self._stream_info)
+        info.update(product=self.product, factor=self.factor, beam_index=self.beam,
+                    endpoint=self.endpoint)
+        return info
+
+    def add_status_source(self, name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        """Include ``fn()`` as ``status[name]`` in :meth:`get_buffer_status`."""
+        self._status_sources[name] = fn
+
+    def get_buffer_status(self) -> dict[str, Any]:
+        """Counters, rates, delays and memory of the receiver (cheap; any thread)."""
+        now = time.time()
+        ring = self._ring
+        st = self._stats
+        latest = ring.latest(1) if ring is not None else None
+        has_row = latest is not None and len(latest) > 0
+        row = latest.data[0] if has_row else None
+        nproc = st["processed"]
+        status: dict[str, Any] = {
+            "running": self.running,
+            "endpoint": self.endpoint,
+            "product": self.product,
+            "factor": self.factor,
+            "buffer_index": ring.spare_row if ring is not None else 0,
+            "buffer_shape": (ring.nrows, ring.nfreq) if ring is not None else
+            (self.buffer_length, 0),
+            "frames_received": st["frames"],
+            "frames_held": ring.held if ring is not None else 0,
+            "messages": st["messages"],
+            "lost": st["lost"],
+            "rejected": dict(st["rejected"]),
+            "rejected_total": sum(st["rejected"].values()),
+            "restarts": st["restarts"],
+            "geometry_changes": st["geometry_changes"],
+            "sender_id": self._stream_info.get("sender_id"),
+            "last_seq": st["last_seq"],
+            "frame_rate": self._frame_rate(ring, now),
+            "delay_s": now - st["last_timestamp"] if st["last_timestamp"] else None,
+            "data_age_s": now - float(latest.end_unix[0]) if has_row else None,
+            "latest_time": str(latest.times[0]) if has_row else None,
+            "latest_min": float(np.min(row)) if has_row else None,
+            "latest_max": float(np.max(row)) if has_row else None,
+            "latest_mean": float(np.mean(row)) if has_row else None,
+            "process_us_mean": 1e6 * st["proc_time"] / nproc if nproc else None,
+            "process_us_max": 1e6 * st["proc_max"],
+            "gc_runs": st["gc_runs"],
+            "gc_collected": st["gc_collected"],
+            "gc_time_ms": 1e3 * st["gc_time"],
+            "rss_mb": memory.rss_mb(),
+            "uptime_s": now - self._started_at if self._started_at else 0.0,
+        }
+        for name, fn in list(self._status_sources.items()):
+            try:
+                status[name] = fn()
+            except Exception as exc:  # a broken add-on must not break status
+                status[name] = {"error": repr(exc)}
+        return status
+
+    # --- memory -----------------------------------------------------------------------------
+    def get_memory_info(self) -> dict[str, Any]:
+        """RSS/VMS (MiB), ring bytes, collector counts and tracked objects."""
+        info = memory.memory_info()
+        info["ring_bytes"] = self._ring.nbytes if self._ring is not None else 0
+        info["payload_buffer_bytes"] = self._payload.nbytes if self._payload is not None else 0
+        return info
+
+    def force_garbage_collection(self) -> int:
+        """Run a full collection now; returns the number of objects collected."""
+        n, dt = memory.collect_garbage()
+        self._count_gc(n, dt)
+        log.info("garbage collection: %d objects in %.1f ms", n, dt * 1e3)
+        return n
+
+    def optimize_memory(self) -> dict[str, Any]:
+        """Free what the process no longer needs, never any held data.
+
+        Runs a full garbage collection and hands free heap pages back to the operating
+        system (glibc ``malloc_trim``). The ring and everything in it are untouched.
+        Returns RSS before and after (MiB), objects collected and whether trimming ran.
+        """
+        before = memory.rss_mb()
+        collected = self.force_garbage_collection()
+        trimmed = memory.release_free_heap()
+        after = memory.rss_mb()
+        log.info("optimize_memory: RSS %.1f -> %.1f MiB", before, after)
+        return {"memory_before": before, "memory_after": after,
+                "objects_collected": collected, "heap_trimmed": trimmed}
+
+    # --- receiving thread -------------------------------------------------------------------
+    def _reset_stats(self) -> None:
+        self._stats: dict[str, Any] = {
+            "messages": 0, "frames": 0, "lost": 0, "restarts": 0, "geometry_changes": 0,
+            "rejected": dict.fromkeys((*REJECT_REASONS, _GEOMETRY), 0),
+            "last_seq": None, "last_timestamp": None, "proc_time": 0.0, "proc_max": 0.0,
+            "processed": 0, "gc_runs": 0, "gc_collected": 0, "gc_time": 0.0,
+        }
+        self._stream_info: dict[str, Any] = {}
+        self._started_at = 0.0
+        self._payload: np.ndarray | None = None
+        self._geometry: tuple[int, int, int] | None = None
+        self._reducer: _core.FrameReducer | None = None
+        self._since_gc = 0
+
+    def _run(self, sock: zmq.Socket) -> None:
+        topic = bytearray(len(TOPIC) + 1)
+        if self._payload is None:
+            self._payload = np.empty(self.max_message_bytes, np.uint8)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(POLL_INTERVAL * 1000):
+                    continue
+                for _ in range(_BATCH):
+                    try:
+                        self._receive_one(sock, topic)
+                    except zmq.Again:
+                        break
+                if self.gc_interval and self._since_gc >= self.gc_interval:
+                    self._periodic_gc()
+        except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
+            log.error("receiving stopped: %s", exc)
+        finally:
+            sock.close(linger=0)
+
+    def _receive_one(self, sock: zmq.Socket, topic: bytearray) -> None:
+        """Receive one whole message (raises zmq.Again if none is waiting)."""
+        ntopic = sock.recv_into(topic, flags=zmq.NOBLOCK)
+        t0 = time.perf_counter()
+        arrival = time.time()
+        self._stats["messages"] += 1
+        try:
+            if not sock.getsockopt(zmq.RCVMORE):
+                raise ProtocolError("parts", "1 frame, expected 3")
+            header_bytes = sock.recv()
+            if not sock.getsockopt(zmq.RCVMORE):
+                raise ProtocolError("parts", "2 frames, expected 3")
+            nbytes = sock.recv_into(self._payload)
+            if sock.getsockopt(zmq.RCVMORE):
+                extra = _drain(sock)
+                raise ProtocolError("parts", f"{3 + extra} frames, expected 3")
+            if ntopic != len(TOPIC) or topic[:ntopic] != TOPIC:
+                raise ProtocolError("topic", f"topic {bytes(topic[:ntopic])!r}...")
+            if nbytes > self._payload.nbytes:
+                raise ProtocolError("oversize", f"payload of {nbytes} bytes exceeds "
+                                    f"max_message_bytes = {self._payload.nbytes}")
+            header = parse_header(header_bytes)
+            if nbytes != header.nbytes:
+                raise ProtocolError("size", f"payload has {nbytes} bytes, header "
+                                    f"{list(header.shape)} needs {header.nbytes}")
+            self._accept(header, arrival)
+        except ProtocolError as exc:
+            if sock.getsockopt(zmq.RCVMORE):
+                _drain(sock)
+            self._reject(exc.reason, str(exc))
+        finally:
+            dt = time.perf_counter() - t0
+            st = self._stats
+            st["proc_time"] += dt
+            st["processed"] += 1
+            st["proc_max"] = max(st["proc_max"], dt)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self._stats["rejected"][reason] = self._stats["rejected"].get(reason, 0) + 1
+        self._rlog.log(logging.WARNING, reason, "rejected message from %s: %s",
+                       self.endpoint, detail)
+
+    def _accept(self, h: FrameHeader, arrival: float) -> None:
+        st = self._stats
+        if h.shape != self._geometry:
+            if not self._new_geometry(h):
+                return
+        self._track_sender(h)
+        ring = self._ring
+        row = ring.spare_row
+        nbad = self._reducer.reduce(row)
+        if nbad:
+            self._reject("nonfinite", f"{nbad} of {ring.nfreq} values not finite "
+                         f"(frame ending {h.get('last_block_time')})")
+            return
+        seq = h.seq if h.seq is not None else -1
+        ring.commit(h.end_tag, h.end_unix, seq, arrival)
+        st["frames"] += 1
+        st["last_timestamp"] = h.timestamp
+        self._since_gc += 1
+
+    def _new_geometry(self, h: FrameHeader) -> bool:
+        """Bind the kernel and a fresh ring to a new stream geometry; False if unusable."""
+        nbeam, nchan, npol = h.shape
+        try:
+            if self.beam >= nbeam:
+                raise ValueError(f"beam {self.beam} asked for, the stream has {nbeam}")
+            code = product_code(self.product, npol)
+            if nchan % self.factor:
+                raise ValueError(f"factor {self.factor} does not divide nchan = {nchan}")
+        except ValueError as exc:
+            self._reject(_GEOMETRY, str(exc))
+            return False
+        if self._geometry is not None:
+            self._stats["geometry_changes"] += 1
+            log.warning("stream geometry changed %s -> %s: starting a fresh ring",
+                        self._geometry, h.shape)
+        nfreq = nchan // self.factor
+        ring = RingBuffer(self.buffer_length, nfreq, freqs_hz=self._freqs_hz(h, nchan))
+        frame = self._payload[: h.nbytes].view(np.float32).reshape(h.shape)
+        self._reducer = _core.FrameReducer(frame, self.beam, code, self.factor, ring.data)
+        self._geometry = h.shape
+        self._ring = ring
+        return True
+
+    def _freqs_hz(self, h: FrameHeader, nchan: int) -> np.ndarray | None:
+        chan0 = h.get("chan0", self.chan0)
+        chan_bw = h.get("chan_bw", CHAN_BW)
+        if type(chan0) is not int or type(chan_bw) not in (int, float):
+            return None
+        return channel_freqs_hz(chan0, nchan, self.factor) * (chan_bw / CHAN_BW)
+
+    def _track_sender(self, h: FrameHeader) -> None:
+        st = self._stats
+        info = self._stream_info
+        sender_id, seq, last = h.sender_id, h.seq, st["last_seq"]
+        restarted = (sender_id is not None and info.get("sender_id") not in (None, sender_id))
+        if not restarted and seq is not None and last is not None and seq <= last:
+            restarted = True
+        if restarted:
+            st["restarts"] += 1
+            log.warning("sender restarted (sender_id %s -> %s, seq %s -> %s)",
+                        info.get("sender_id"), sender_id, last, seq)
+        elif seq is not None and last is not None and seq > last + 1:
+            st["lost"] += seq - last - 1
+            self._rlog.log(logging.WARNING, "lost", "lost %d messages (seq %d -> %d)",
+                           seq - last - 1, last, seq)
+        st["last_seq"] = seq
+        if not info or sender_id != info.get("sender_id") or h.time_tag != info.get("time_tag"):
+            self._stream_info = {k: v for k, v in h.raw.items() if k not in _PER_FRAME_KEYS}
+
+    def _periodic_gc(self) -> None:
+        self._since_gc = 0
+        n, dt = memory.collect_garbage(0)
+        self._count_gc(n, dt)
+
+    def _count_gc(self, n: int, dt: float) -> None:
+        st = self._stats
+        st["gc_runs"] += 1
+        st["gc_collected"] += n
+        st["gc_time"] += dt
+
+    @staticmethod
+    def _frame_rate(ring: RingBuffer | None, now: float, window: float = 10.0) -> float:
+        """Frames per second over the last ``window`` seconds of arrivals."""
+        if ring is None or ring.held < 2:
+            return 0.0
+        arrivals = ring.recent_arrivals(1000)
+        recent = arrivals[arrivals >= now - window]
+        if len(recent) < 2:
+            return 0.0
+        return float((len(recent) - 1) / max(recent[-1] - recent[0], 1e-9))
+
+
+#: header keys that change with every message, left out of ``stream_info``
+_PER_FRAME_KEYS = frozenset(("timestamp", "last_block_time", "seq", "t_start_tag", "t_end_tag"))
+
+
+def _drain(sock: zmq.Socket) -> int:
+    """Discard the rest of a multipart message; returns how many frames were dropped."""
+    n = 0
+    while sock.getsockopt(zmq.RCVMORE):
+        sock.recv_into(bytearray())
+        n += 1
+    return n
+
+
+class StreamReceiver(Receiver):
+    """The deployed receiver's interface: ``StreamReceiver(stream_addr, stream_port, ...)``."""
+
+    def __init__(self, stream_addr: str = "127.0.0.1", stream_port: int = 9798,
+                 buffer_length: int = 1200, gc_interval: int = 100, **kwargs: Any):
+        super().__init__(stream_addr, stream_port, buffer_length=buffer_length,
+                         gc_interval=gc_interval, **kwargs)
