@@ -1,0 +1,7 @@
+"""``python -m sunspec`` runs ``sunspec-recv``."""
+
+import sys
+
+from .cli import recv_main
+
+sys.exit(recv_main())
