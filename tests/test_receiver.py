@@ -1,0 +1,370 @@
+"""Receiver over real ZeroMQ sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from streams import TAG0, WINDOW, RawPublisher, const_frame, wait_until
+
+from sunspec import Receiver, StreamReceiver, clock, protocol
+
+
+@pytest.fixture
+def pub():
+    p = RawPublisher()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def receiver_for(pub):
+    made = []
+
+    def make(**kw):
+        r = Receiver(endpoint=pub.endpoint, **kw)
+        made.append(r)
+        r.start()
+        pub.wait_subscriber()
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def frames_received(r, n, timeout=5.0):
+    assert wait_until(lambda: r.get_buffer_status()["frames_received"] >= n, timeout), (
+        r.get_buffer_status())
+
+
+def test_rows_equal_numpy_reference_with_times_in_order(pub, receiver_for):
+    r = receiver_for(buffer_length=8)
+    rng = np.random.default_rng(5)
+    frames = [rng.random((1, 3072, 4), dtype=np.float32) * 1e6 for _ in range(12)]
+    for f in frames:
+        pub.send(f, chan0=600, chan_bw=clock.CHAN_BW)
+    frames_received(r, 12)
+    rows = r.get_latest(100)
+    assert len(rows) == 8  # only the newest buffer_length rows, oldest first
+    for i, f in enumerate(frames[4:]):
+        ref = f.reshape(3072, 4)[:, 0].reshape(1536, 2).mean(1)
+        np.testing.assert_array_equal(rows.data[i], ref)
+    np.testing.assert_array_equal(rows.seq, np.arange(4, 12))
+    np.testing.assert_array_equal(rows.time_tags, TAG0 + (np.arange(4, 12) + 1) * WINDOW)
+    assert rows.times[0] == np.datetime64(clock.tag_to_datetime(TAG0 + 5 * WINDOW))
+    assert np.all(np.diff(rows.end_unix) > 0)
+    np.testing.assert_allclose(rows.freqs_mhz[:2], np.array([600.5, 602.5]) * clock.CHAN_BW / 1e6)
+    np.testing.assert_array_equal(r.get_latest_data(3), rows.data[-3:])
+    st = r.get_buffer_status()
+    assert st["frames_received"] == 12 and st["frames_held"] == 8 and st["lost"] == 0
+    assert st["rejected_total"] == 0 and st["sender_id"] == "test-sender"
+    assert st["buffer_shape"] == (8, 1536)
+    assert st["latest_mean"] == pytest.approx(float(rows.data[-1].mean()))
+    assert 0 <= st["delay_s"] < 5
+
+
+@pytest.mark.parametrize("product, factor", [("I", 4), ("V", 2), (1, 1)])
+def test_products_and_factors(pub, receiver_for, product, factor):
+    r = receiver_for(product=product, factor=factor, chan0=600)
+    f = np.random.default_rng(1).random((1, 3072, 4), dtype=np.float32)
+    pub.send(f)
+    frames_received(r, 1)
+    x = f[0].astype(np.float64)
+    v = {"I": (x[:, 0] + x[:, 1]) / 2, "V": x[:, 3], 1: x[:, 1]}[product]
+    np.testing.assert_array_equal(r.get_latest_data(1)[0],
+                                  v.reshape(-1, factor).mean(1).astype(np.float32))
+    # a version 2 stream without chan0 and a user chan0: frequencies from the user's chan0
+    assert r.get_latest(1).freqs_mhz[0] == pytest.approx(
+        (600 + (factor - 1) / 2) * clock.CHAN_BW / 1e6)
+
+
+def test_v1_stream_from_deployed_recorder(pub, receiver_for):
+    r = receiver_for()
+    f = const_frame(3.0)
+    header = {"time_tag": TAG0, "nbeam": 1, "nchan": 3072, "npol": 4, "timestamp": time.time(),
+              "last_block_time": "2025-08-01 12:00:00.514191", "data_shape": [1, 3072, 4],
+              "data_type": "<f4"}
+    pub.send_parts([b"data", json.dumps(header).encode(), f.tobytes()])
+    frames_received(r, 1)
+    rows = r.get_latest(1)
+    assert rows.data[0, 0] == 3.0 and rows.seq[0] == -1 and rows.freqs_mhz is None
+    assert str(rows.times[0]) == "2025-08-01T12:00:00.514191"
+
+
+def test_receiver_started_before_sender_exists():
+    probe = RawPublisher()
+    endpoint = probe.endpoint
+    probe.close()  # the port is free again: nobody is sending there
+    with Receiver(endpoint=endpoint) as r:
+        time.sleep(0.3)
+        assert r.running and r.get_buffer_status()["frames_received"] == 0
+        assert r.get_latest_data(5).shape[0] == 0
+        late = RawPublisher()
+        late.sock.close(0)
+        late.sock = late.ctx.socket(__import__("zmq").XPUB)
+        late.sock.bind(endpoint)
+        late.endpoint = endpoint
+        try:
+            late.wait_subscriber(timeout=10)
+            late.send(const_frame(1.0))
+            frames_received(r, 1)
+        finally:
+            late.close()
+
+
+def test_receiver_started_after_sender_gets_only_new_frames(pub):
+    for i in range(5):
+        pub.send(const_frame(i))  # nobody listens: these are gone, as in PUB/SUB
+    with Receiver(endpoint=pub.endpoint) as r:
+        pub.wait_subscriber()
+        pub.send(const_frame(9.0))
+        frames_received(r, 1)
+        assert r.get_latest_data(10)[:, 0].tolist() == [9.0]
+        # frames sent before we subscribed were never ours to lose
+        assert r.get_buffer_status()["lost"] == 0
+
+
+def test_sender_restart_is_counted_and_reception_goes_on(pub, receiver_for):
+    r = receiver_for()
+    for i in range(3):
+        pub.send(const_frame(i))
+    frames_received(r, 3)
+    pub.sender_id, pub.seq = "restarted", 0
+    for i in range(2):
+        pub.send(const_frame(10 + i))
+    frames_received(r, 5)
+    st = r.get_buffer_status()
+    assert st["restarts"] == 1 and st["lost"] == 0 and st["sender_id"] == "restarted"
+    # the same sender_id with seq going back (a v2 sender without a new id) is a restart too
+    pub.send(const_frame(20), seq=0)
+    frames_received(r, 6)
+    assert r.get_buffer_status()["restarts"] == 2
+    assert r.get_latest_data(6)[:, 0].tolist() == [0, 1, 2, 10, 11, 20]
+
+
+def test_seq_gaps_counted_as_lost(pub, receiver_for):
+    r = receiver_for()
+    for seq in (0, 1, 5, 6, 10):
+        pub.send(const_frame(seq), seq=seq)
+    frames_received(r, 5)
+    assert r.get_buffer_status()["lost"] == 3 + 3
+
+
+def test_flood_losses_counted_exactly():
+    """A publisher with a tiny SNDHWM floods; every message is received or counted lost."""
+    pub = RawPublisher(sndhwm=2)
+    try:
+        with Receiver(endpoint=pub.endpoint, rcvhwm=2, gc_interval=0) as r:
+            pub.wait_subscriber()
+            big = const_frame(1.0, nchan=32768)  # 512 KiB per message fills the pipes fast
+            sent = 0
+            t_end = time.monotonic() + 1.0
+            while time.monotonic() < t_end and sent < 3000:
+                pub.send(big)
+                sent += 1
+            time.sleep(0.5)  # let the pipes drain, then one last message that must arrive
+            pub.send(big)
+            sent += 1
+            last = pub.seq - 1
+            assert wait_until(lambda: r.get_buffer_status()["last_seq"] == last, 10)
+            st = r.get_buffer_status()
+            assert st["frames_received"] + st["lost"] == sent
+            assert st["lost"] > 0, "the flood should have overrun the tiny queues"
+    finally:
+        pub.close()
+
+
+def bad_messages(pub):
+    good = [bytes(p) for p in protocol.encode(const_frame(0.0), pub.header(const_frame(0.0)))]
+    hdr = json.loads(good[1])
+    nan_frame = const_frame(1.0)
+    nan_frame[0, 100, 0] = np.nan
+
+    def with_hdr(**kw):
+        return [good[0], json.dumps({**hdr, **kw}).encode(), good[2]]
+
+    return {
+        "parts": [good[:2], [*good, b"extra"], [b"data"]],
+        "topic": [[b"status", *good[1:]], [b"dat", *good[1:]]],
+        "header": [[b"data", b"{not json", good[2]], [b"data", b"[]", good[2]],
+                   [b"data", b"\xff", good[2]]],
+        "keys": [with_hdr(nchan="3072"), with_hdr(timestamp=None)],
+        "dtype": [with_hdr(data_type="<f8")],
+        "size": [[*good[:2], good[2][:-4]], [*good[:2], good[2] + good[2]]],
+        "nonfinite": [[good[0], good[1], nan_frame.tobytes()]],
+        "geometry": [with_hdr(nbeam=2, nchan=1536, data_shape=[2, 1536, 4])[:2]
+                     + [good[2]], with_hdr(npol=1, nchan=12288, data_shape=[1, 12288, 1])],
+    }
+
+
+def test_each_bad_input_is_counted_never_written(pub, receiver_for):
+    r = receiver_for(beam=0, product="I", factor=2)
+    pub.send(const_frame(7.0))
+    frames_received(r, 1)
+    before = r.get_latest(10)
+    cases = bad_messages(pub)
+    # geometry: a 1-pol stream cannot give the product I
+    cases["geometry"] = [cases["geometry"][1]]
+    for msgs in cases.values():
+        for parts in msgs:
+            pub.send_parts(parts)
+    expected = {k: len(v) for k, v in cases.items()}
+    assert wait_until(lambda: r.get_buffer_status()["rejected_total"] == sum(expected.values()))
+    st = r.get_buffer_status()
+    assert {k: v for k, v in st["rejected"].items() if v} == expected
+    after = r.get_latest(10)
+    np.testing.assert_array_equal(after.data, before.data)
+    assert st["frames_received"] == 1 and st["running"]
+    pub.send(const_frame(8.0))  # still alive and well
+    frames_received(r, 2)
+    assert r.get_latest_data(1)[0, 0] == 8.0
+
+
+def test_oversized_message_rejected(pub, receiver_for):
+    r = receiver_for(max_message_bytes=100_000)
+    pub.send(const_frame(1.0, nchan=65536))  # 1 MiB
+    pub.send(const_frame(2.0))
+    frames_received(r, 1)
+    st = r.get_buffer_status()
+    assert st["rejected"]["oversize"] == 1 and r.get_latest_data(5)[:, 0].tolist() == [2.0]
+
+
+def test_geometry_change_starts_a_fresh_ring(pub, receiver_for):
+    r = receiver_for(factor=2)
+    pub.send(const_frame(1.0))
+    frames_received(r, 1)
+    first = r.ring
+    pub.send(const_frame(2.0, nbeam=2, nchan=1024))
+    frames_received(r, 2)
+    assert r.ring is not first and r.ring.nfreq == 512
+    assert r.get_latest_data(10).shape == (1, 512)
+    assert r.get_buffer_status()["geometry_changes"] == 1
+    assert first.latest(5).data.shape == (1, 1536)  # the old ring is intact for its readers
+
+
+def test_readers_never_see_a_torn_row(pub, receiver_for):
+    r = receiver_for(buffer_length=16, gc_interval=0)
+    stop = threading.Event()
+    torn = []
+    reads = [0]
+
+    def reader():
+        while not stop.is_set():
+            rows = r.get_latest(16)
+            for row, seq in zip(rows.data, rows.seq):
+                if not (row == row[0]).all() or row[0] != seq:
+                    torn.append((seq, row[0], row.min(), row.max()))
+            reads[0] += 1
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(3000):
+            pub.send(const_frame(float(i)))
+            if i % 100 == 0:
+                time.sleep(0.001)
+        frames_received(r, 2000, timeout=20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not torn, torn[:5]
+    assert reads[0] > 50
+
+
+def test_ring_since_and_wait_follow_every_frame(pub, receiver_for):
+    r = receiver_for(buffer_length=4)
+    got = []
+
+    def consumer():
+        ring = r.wait_for_ring(5)
+        cursor = 0
+        while cursor < 10 and ring.wait(cursor, 5):
+            rows = ring.since(cursor)
+            assert rows.missed == 0
+            got.extend(rows.seq.tolist())
+            cursor = rows.next_index
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    for i in range(10):
+        pub.send(const_frame(i))
+        time.sleep(0.01)
+    t.join(10)
+    assert got == list(range(10))
+    rows = r.ring.since(0)  # ring of 4: six were overwritten
+    assert rows.missed == 6 and rows.seq.tolist() == [6, 7, 8, 9] and rows.first_index == 6
+
+
+def test_stop_is_prompt_and_restartable(pub):
+    r = Receiver(endpoint=pub.endpoint)
+    for _ in range(3):
+        r.start()
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        r.stop()
+        assert time.perf_counter() - t0 < 0.5
+        assert not r.running
+    r.stop()  # idempotent
+    with r:
+        pub.wait_subscriber()
+        pub.send(const_frame(4.0))
+        frames_received(r, 1)
+    assert r.get_latest_data(1)[0, 0] == 4.0  # data stays readable after stop
+
+
+def test_memory_api_and_gc(pub, receiver_for):
+    r = receiver_for(gc_interval=5)
+    for i in range(12):
+        pub.send(const_frame(i))
+        time.sleep(0.01)  # GC runs between bursts, never inside one
+    frames_received(r, 12)
+    assert wait_until(lambda: r.get_buffer_status()["gc_runs"] >= 2)
+    info = r.get_memory_info()
+    assert info["rss_mb"] > 1 and info["ring_bytes"] >= 1201 * 1536 * 4
+    assert isinstance(r.force_garbage_collection(), int)
+    held = r.get_latest(100)
+    res = r.optimize_memory()
+    assert set(res) >= {"memory_before", "memory_after", "objects_collected"}
+    np.testing.assert_array_equal(r.get_latest(100).data, held.data)  # never discards data
+    st = r.get_buffer_status()
+    assert st["gc_runs"] >= 3 and st["gc_time_ms"] >= 0
+    assert st["process_us_mean"] > 0 and st["process_us_max"] >= st["process_us_mean"]
+
+
+def test_stream_receiver_keeps_the_deployed_names(pub):
+    r = StreamReceiver(stream_addr="127.0.0.1", stream_port=pub.port, buffer_length=50,
+                       gc_interval=10)
+    r.start()
+    try:
+        pub.wait_subscriber()
+        pub.send(const_frame(1.0))
+        frames_received(r, 1)
+        assert r.get_latest_data(n_frames=10).shape == (1, 1536)
+        st = r.get_buffer_status()
+        assert st["buffer_shape"] == (50, 1536) and st["running"]
+        assert {"rss_mb", "vms_mb"} <= set(r.get_memory_info())
+    finally:
+        r.stop()
+
+
+def test_status_sources_are_merged_and_isolated(pub, receiver_for):
+    r = receiver_for()
+    r.add_status_source("archive", lambda: {"files": 3})
+    r.add_status_source("broken", lambda: 1 / 0)
+    st = r.get_buffer_status()
+    assert st["archive"] == {"files": 3} and "ZeroDivisionError" in st["broken"]["error"]
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="product"):
+        Receiver(product="Q")
+    with pytest.raises(ValueError, match="buffer_length"):
+        Receiver(buffer_length=0)
+    with pytest.raises(ValueError, match="factor"):
+        Receiver(factor=0)
