@@ -23,6 +23,7 @@ class RawPublisher:
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every subscription, repeats too
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.sender_id = sender_id
@@ -30,10 +31,16 @@ class RawPublisher:
 
     def wait_subscriber(self, timeout: float = 5.0) -> None:
         """Block until a SUB socket has subscribed (its subscription reached us)."""
-        if not self.sock.poll(timeout * 1000):
-            raise TimeoutError("no subscriber within %.1f s" % timeout)
-        msg = self.sock.recv()
-        assert msg[:1] == b"\x01", msg
+        deadline = time.monotonic() + timeout
+        while self.sock.poll(max(deadline - time.monotonic(), 0) * 1000):
+            if self.sock.recv()[:1] == b"\x01":
+                return
+        raise TimeoutError(f"no subscriber within {timeout:.1f} s")
+
+    def forget_subscriptions(self) -> None:
+        """Discard (un)subscription notices of earlier subscribers."""
+        while self.sock.poll(0):
+            self.sock.recv()
 
     def header(self, frame: np.ndarray, seq: int | None = None, **extra) -> dict:
         seq = self.seq if seq is None else seq

@@ -311,6 +311,8 @@ def test_stop_is_prompt_and_restartable(pub):
         assert time.perf_counter() - t0 < 0.5
         assert not r.running
     r.stop()  # idempotent
+    time.sleep(0.1)
+    pub.forget_subscriptions()
     with r:
         pub.wait_subscriber()
         pub.send(const_frame(4.0))
