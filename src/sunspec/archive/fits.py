@@ -1,0 +1,181 @@
+"""FITS archive files in the e-CALLISTO layout, which ``radiospectra.spectrogram.Spectrogram``
+reads without conversion.
+
+Primary HDU: float32 image (frequency, time), highest frequency first as e-CALLISTO writes
+it, with the e-CALLISTO keywords (``CONTENT`` containing "e-CALLISTO", ``DATE-OBS``/
+``TIME-OBS``/``DATE-END``/``TIME-END``, ``INSTRUME``, ``BUNIT``, ``OBS_*`` for OVRO).
+Extension 1: a one-row binary table with ``TIME`` (seconds from ``DATE-OBS TIME-OBS``) and
+``FREQUENCY`` (MHz, descending). Times are the ends of the rows' averaging windows. The
+stream's metadata is kept in extra keywords (``T0TAG`` makes times exact to the tick).
+
+e-CALLISTO's image has time as its fastest axis, so a file cannot grow row by row. While a
+span is open its rows go to a journal (``<name>.part``: a JSON header, then fixed-size
+records of window-end tag and row), flushed like an HDF5 file; on completion the journal
+becomes the FITS file. A journal left by a crash is turned into a FITS file at the next start.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from ..clock import FS, TICKS_PER_US, datetime_to_tag, tag_to_datetime
+from .base import OVRO, ArchiveData, ArchiveMeta
+
+__all__ = ["EXTENSION", "FitsSpanFile", "read", "read_journal", "write"]
+
+EXTENSION = ".fit"
+_MAGIC = b"sunspec-journal-1\n"
+_LEN = struct.Struct("<Q")
+#: sunspec keywords (8 characters at most) for ArchiveMeta fields
+_KEYS = {
+    "span_start_tag": "SPANSTRT", "span_s": "SPAN", "product": "PRODUCT", "factor": "FACTOR",
+    "chan_bw": "CHANBW", "chan0": "CHAN0", "beam": "BEAM", "navg": "NAVG", "nint": "NINT",
+    "sender_id": "SENDERID", "proto": "PROTO", "software": "SOFTWARE", "station": "STATION",
+}
+
+
+def _record_dtype(nfreq: int) -> np.dtype:
+    return np.dtype([("tag", "<i8"), ("data", "<f4", (nfreq,))])
+
+
+class FitsSpanFile:
+    """A span being archived to FITS: rows journalled now, the FITS file made at finish."""
+
+    def __init__(self, path: Path, meta: ArchiveMeta, freqs_hz: np.ndarray | None, nfreq: int):
+        self.journal = path  # "<name>.part"; the finished FITS file is first "<name>.tmp"
+        self.path = path.with_suffix(".tmp")
+        head = json.dumps({"meta": meta.to_dict(), "nfreq": nfreq,
+                           "freqs_hz": None if freqs_hz is None else
+                           np.asarray(freqs_hz, np.float64).tolist()}).encode()
+        self._dtype = _record_dtype(nfreq)
+        self._fh = open(self.journal, "xb")  # noqa: SIM115 - open until finish()
+        try:
+            self._fh.write(_MAGIC + _LEN.pack(len(head)) + head)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def append(self, data: np.ndarray, end_tag: np.ndarray) -> None:
+        rec = np.empty(len(end_tag), self._dtype)
+        rec["tag"] = end_tag
+        rec["data"] = data
+        self._fh.write(rec.tobytes())
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def finish(self) -> Path:
+        self._fh.close()
+        write(self.path, read_journal(self.journal))
+        return self.path
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        self._fh.close()
+
+
+def read_journal(path: str | Path) -> ArchiveData:
+    """The rows of a journal, up to its last whole record."""
+    raw = Path(path).read_bytes()
+    if not raw.startswith(_MAGIC):
+        raise ValueError(f"{path}: not a sunspec journal")
+    (nhead,) = _LEN.unpack_from(raw, len(_MAGIC))
+    start = len(_MAGIC) + _LEN.size
+    head = json.loads(raw[start:start + nhead])
+    dtype = _record_dtype(head["nfreq"])
+    body = raw[start + nhead:]
+    rec = np.frombuffer(body, dtype, count=len(body) // dtype.itemsize)
+    freqs = head["freqs_hz"]
+    return ArchiveData(np.ascontiguousarray(rec["data"]), rec["tag"].copy(),
+                       None if freqs is None else np.array(freqs, np.float64),
+                       ArchiveMeta.from_dict(head["meta"]))
+
+
+def _fits_date(t: _dt.datetime) -> str:
+    return t.strftime("%Y/%m/%d")
+
+
+def _fits_time(t: _dt.datetime) -> str:
+    return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+
+def write(path: Path, rows: ArchiveData) -> None:
+    """Write a complete e-CALLISTO FITS file (``path`` must not exist)."""
+    meta = rows.meta
+    n, nfreq = rows.data.shape
+    # TIME-OBS has millisecond resolution: times count from the first row's millisecond
+    t0_tag = int(rows.end_tag[0]) // (1000 * TICKS_PER_US) * (1000 * TICKS_PER_US)
+    t0 = tag_to_datetime(t0_tag)
+    t1 = tag_to_datetime(int(rows.end_tag[-1]))
+    times = (rows.end_tag - t0_tag) / FS
+    if rows.freqs_hz is None:
+        freqs, unit = np.arange(nfreq, dtype=np.float64), "Channel"
+    else:
+        freqs, unit = rows.freqs_hz / 1e6, "Frequency [MHz]"
+    lat, lon, alt = OVRO
+    hdr = fits.Header()
+    hdr["DATE"] = (_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "File creation")
+    hdr["CONTENT"] = f"{_fits_date(t0)}  Radio flux density, e-CALLISTO layout ({meta.station})"
+    hdr["ORIGIN"] = ("OVRO", "Organization name")
+    hdr["TELESCOP"] = ("OVRO-LWA", "Type of instrument")
+    hdr["INSTRUME"] = (meta.station, "Name of the spectrometer")
+    hdr["OBJECT"] = ("Sun", "object description")
+    hdr["DATE-OBS"] = (_fits_date(t0), "Date observation starts")
+    hdr["TIME-OBS"] = (_fits_time(t0), "Time observation starts")
+    hdr["DATE-END"] = (_fits_date(t1), "date observation ends")
+    hdr["TIME-END"] = (_fits_time(t1), "time observation ends")
+    hdr["BUNIT"] = ("arbitrary", "mean power, not divided by NAVG")
+    hdr["CRVAL1"] = (float(t0_tag % (86400 * FS)) / FS, "value on axis 1 at ref pixel [sec]")
+    hdr["CRPIX1"] = (0, "reference pixel of axis 1")
+    hdr["CTYPE1"] = ("Time [UT]", "title of axis 1")
+    hdr["CDELT1"] = (float(np.median(np.diff(times))) if n > 1 else 0.0, "step x-axis [sec]")
+    hdr["CRVAL2"] = (float(nfreq), "value on axis 2 at the reference pixel")
+    hdr["CRPIX2"] = (0, "reference pixel of axis 2")
+    hdr["CTYPE2"] = (unit, "title of axis 2")
+    hdr["CDELT2"] = (float(freqs[0] - freqs[1]) if nfreq > 1 else 0.0, "step y-axis")
+    hdr["OBS_LAT"] = (abs(lat), "observatory latitude in degree")
+    hdr["OBS_LAC"] = ("N" if lat >= 0 else "S", "observatory latitude code {N,S}")
+    hdr["OBS_LON"] = (abs(lon), "observatory longitude in degree")
+    hdr["OBS_LOC"] = ("E" if lon >= 0 else "W", "observatory longitude code {E,W}")
+    hdr["OBS_ALT"] = (alt, "observatory altitude in meter asl")
+    hdr["T0TAG"] = (t0_tag, "TIME=0 in 196 MHz ticks since 1970 UTC")
+    for field, key in _KEYS.items():
+        value = getattr(meta, field)
+        if value is not None:
+            hdr[key] = value
+    hdr["COMMENT"] = "Times are the ends of the averaging windows."
+    primary = fits.PrimaryHDU(np.ascontiguousarray(rows.data.T[::-1], dtype=">f4"), hdr)
+    table = fits.BinTableHDU.from_columns([
+        fits.Column(name="TIME", format=f"{n}D", array=times[np.newaxis]),
+        fits.Column(name="FREQUENCY", format=f"{nfreq}D", array=freqs[::-1][np.newaxis]),
+    ])
+    fits.HDUList([primary, table]).writeto(path)
+
+
+def read(path: str | Path) -> ArchiveData:
+    """Read an e-CALLISTO FITS file (sunspec's, or any whose table has TIME and FREQUENCY)."""
+    with fits.open(path) as hdul:
+        hdr = hdul[0].header
+        data = np.ascontiguousarray(np.asarray(hdul[0].data)[::-1].T, dtype=np.float32)
+        times = np.asarray(hdul[1].data["TIME"], np.float64).ravel()
+        freqs = np.asarray(hdul[1].data["FREQUENCY"], np.float64).ravel()[::-1]
+        if "T0TAG" in hdr:
+            t0_tag = int(hdr["T0TAG"])
+        else:
+            t0_tag = datetime_to_tag(_dt.datetime.strptime(
+                f"{hdr['DATE-OBS']} {hdr['TIME-OBS']}", "%Y/%m/%d %H:%M:%S.%f"))
+        fields = {field: hdr[key] for field, key in _KEYS.items() if key in hdr}
+        fields.setdefault("span_start_tag", t0_tag)
+        fields.setdefault("span_s", 0)
+        freqs_hz = freqs * 1e6 if hdr.get("CTYPE2", "").startswith("Frequency") else None
+    end_tag = t0_tag + np.rint(times * FS).astype(np.int64)
+    return ArchiveData(data, end_tag, freqs_hz, ArchiveMeta.from_dict(fields))
