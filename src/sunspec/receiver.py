@@ -30,7 +30,7 @@ __all__ = ["Receiver", "StreamReceiver"]
 log = logging.getLogger(__name__)
 
 #: seconds the receiving thread waits for a message before checking for stop
-POLL_INTERVAL = 0.1
+POLL_INTERVAL = 0.25
 #: messages handled per wake-up before housekeeping (stop check, GC) gets a turn
 _BATCH = 256
 #: receiver-side reason: the stream's geometry cannot give the requested beam/product/factor
@@ -60,7 +60,7 @@ class Receiver:
         gc_interval: int = 100,
         chan0: int | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
-        rcvhwm: int = 1000,
+        rcvhwm: int = 100,
         context: zmq.Context | None = None,
     ):
         if buffer_length < 1:

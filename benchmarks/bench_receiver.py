@@ -1,0 +1,184 @@
+"""Receiver vs a plain pyzmq loop, against the same publisher process on tcp loopback.
+
+Measured in one run: frames/s ingested under a flood (and received/sent), process CPU per
+frame at a paced 1,000 frames/s, CPU while idle, and RSS growth over a flood. Targets (issue:
+receiver): ingest >= 0.9x the plain loop, <= 20 us CPU per frame at 1,000 frames/s, idle
+<= 0.1 % of a core, RSS growth <= 5 MB over the flood.
+Run: python benchmarks/bench_receiver.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import zmq
+from _timing import verdict
+
+from sunspec import Receiver
+
+PROC = psutil.Process()
+
+
+class PlainLoop:
+    """What a script would write: recv_multipart, json.loads, frombuffer, numpy reduction."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.frames = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.endpoint)
+        ring = np.zeros((1200, 1536), np.float32)
+        i = 0
+        while not self._stop.is_set():
+            if not sock.poll(100):
+                continue
+            parts = sock.recv_multipart()
+            h = json.loads(parts[1])
+            f = np.frombuffer(parts[2], np.float32).reshape(h["data_shape"])
+            ring[i] = f.reshape(3072, 4)[:, 0].reshape(1536, 2).mean(1)
+            i = (i + 1) % 1200
+            self.frames += 1
+        sock.close(0)
+
+    def start(self) -> PlainLoop:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def received(self) -> int:
+        return self.frames
+
+
+class RecvOnly(PlainLoop):
+    """The floor: receive whole messages and do nothing with them."""
+
+    def _run(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.endpoint)
+        while not self._stop.is_set():
+            if sock.poll(100):
+                sock.recv_multipart()
+                self.frames += 1
+        sock.close(0)
+
+
+class SunspecLoop:
+    def __init__(self, endpoint: str):
+        self.r = Receiver(endpoint=endpoint)
+
+    def start(self) -> SunspecLoop:
+        self.r.start()
+        return self
+
+    def stop(self) -> None:
+        self.r.stop()
+
+    def received(self) -> int:
+        return self.r.get_buffer_status()["frames_received"]
+
+
+class Publisher:
+    def __init__(self) -> None:
+        script = Path(__file__).with_name("_publisher.py")
+        self.p = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.endpoint = self.p.stdout.readline().split()[1]
+
+    def run(self, cmd: str) -> int:
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return int(self.p.stdout.readline().split()[1])
+
+    def close(self) -> None:
+        self.p.stdin.write("quit\n")
+        self.p.stdin.flush()
+        self.p.wait(10)
+
+
+def phase(pub: Publisher, loop, cmd: str) -> tuple[int, int, float, float]:
+    """Run one publisher command against a started loop: (sent, received, cpu s, wall s)."""
+    time.sleep(0.3)  # the subscription is on its way; the publisher waits for it anyway
+    cpu0, t0, n0 = PROC.cpu_times(), time.perf_counter(), loop.received()
+    sent = pub.run(cmd)
+    time.sleep(0.5)  # let queued frames land
+    cpu1, t1 = PROC.cpu_times(), time.perf_counter()
+    cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    return sent, loop.received() - n0, cpu, t1 - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    secs = ap.parse_args().seconds
+    logging.basicConfig(level=logging.ERROR)  # floods make the receiver log its losses
+    pub = Publisher()
+    try:
+        results = {}
+        for name, cls in (("recv only", RecvOnly), ("plain pyzmq", PlainLoop),
+                          ("sunspec", SunspecLoop)):
+            loop = cls(pub.endpoint).start()
+            sent, got, _, _ = phase(pub, loop, f"flood {secs}")
+            paced_sent, paced_got, cpu, _ = phase(pub, loop, f"pace 1000 {secs}")
+            loop.stop()
+            results[name] = (sent, got, paced_sent, paced_got, cpu)
+            print(f"{name:12s} flood: {got / secs:8.0f} frames/s ingested, received/sent "
+                  f"{got}/{sent} = {got / sent:.3f} | paced 1000/s: {paced_got}/{paced_sent} "
+                  f"received, {1e6 * cpu / max(paced_got, 1):.1f} us CPU per frame")
+        ratio = results["sunspec"][1] / results["plain pyzmq"][1]
+        us = 1e6 * results["sunspec"][4] / max(results["sunspec"][3], 1)
+        print(f"ingest ratio sunspec / plain: {ratio:.2f}x (target >= 0.9x) {verdict(ratio >= 0.9)}")
+        floor = 1e6 * results["recv only"][4] / max(results["recv only"][3], 1)
+        print(f"CPU per frame at 1,000 frames/s: {us:.1f} us (target <= 20 us) {verdict(us <= 20)}"
+              f"; the recv-only floor on this machine is {floor:.1f} us, sunspec adds "
+              f"{us - floor:.1f} us ({us / floor:.2f}x the floor)")
+
+        r = Receiver(endpoint=pub.endpoint).start()
+        time.sleep(1.0)
+        cpu0, t0 = PROC.cpu_times(), time.perf_counter()
+        time.sleep(2 * secs)
+        cpu1, t1 = PROC.cpu_times(), time.perf_counter()
+        idle = 100 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (t1 - t0)
+        print(f"idle CPU over {t1 - t0:.0f} s: {idle:.3f} % of a core (target <= 0.1 %) "
+              f"{verdict(idle <= 0.1)}")
+        warm0 = PROC.memory_info().rss
+        phase(pub, SunspecLoopWrap(r), "flood 1")  # fills the socket queue up to its HWM once
+        r.force_garbage_collection()
+        rss0 = PROC.memory_info().rss
+        print(f"RSS over a 1 s warm-up flood: {warm0 / 1e6:.1f} MB -> {rss0 / 1e6:.1f} MB "
+              f"(socket queue of up to rcvhwm = {r.rcvhwm} messages, first use of buffers)")
+        sent, got, _, _ = phase(pub, SunspecLoopWrap(r), f"flood {2 * secs}")
+        r.force_garbage_collection()
+        growth = (PROC.memory_info().rss - rss0) / 1e6
+        print(f"RSS over a {2 * secs:.0f} s flood ({got} frames): {rss0 / 1e6:.1f} MB -> "
+              f"{PROC.memory_info().rss / 1e6:.1f} MB, growth {growth:.2f} MB (target <= 5 MB)"
+              f" {verdict(growth <= 5)}")
+        r.stop()
+    finally:
+        pub.close()
+
+
+class SunspecLoopWrap(SunspecLoop):
+    def __init__(self, r: Receiver):
+        self.r = r
+
+
+if __name__ == "__main__":
+    main()
