@@ -1,0 +1,437 @@
+"""The live view's server: aiohttp HTTP + WebSocket on its own thread and asyncio loop.
+
+Data flow (one way, as everywhere in sunspec)::
+
+    Receiver ──ring──> fan-out thread ──call_soon_threadsafe──> loop ──> per-viewer queues
+                       (ring.wait/since,                         (history of encoded rows
+                        encodes each row once)                    for backfill)
+
+One thread reads the ring and encodes every row once (:mod:`.codec`); the loop hands the same
+bytes to every viewer. Each viewer has a bounded queue drained by its own task: a viewer that
+reads slowly, or not at all, loses its oldest rows (counted) and holds up nobody. A new viewer
+gets the stream's metadata and the whole ring from the loop's history of encoded rows, in the
+same loop turn in which it joins the fan-out, so it sees every row exactly once.
+
+Nothing served writes files or runs anything: the routes are the page's three static files,
+``/ws`` and the read-only ``/api/*``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from ..receiver import Receiver
+from ..ring import RingBuffer, Rows
+from .codec import HEADER, MAGIC, encode_rows, record_dtype
+
+__all__ = ["WebServer", "serve"]
+
+log = logging.getLogger(__name__)
+
+#: static files of the page: name -> content type
+_STATIC = {"index.html": "text/html", "app.js": "text/javascript",
+           "colormaps.js": "text/javascript", "style.css": "text/css"}
+#: at most this many rows per WebSocket message (backfill and catch-up)
+_MAX_BATCH = 256
+#: seconds the fan-out thread waits on the ring before checking for stop or a new ring
+_WAIT = 0.1
+
+
+@dataclass(frozen=True)
+class _Message:
+    """One message for the viewers: a JSON text (control) or rows in binary."""
+
+    data: bytes | str
+    nrows: int = 0
+    records: tuple[bytes, ...] = ()
+
+    @property
+    def control(self) -> bool:
+        return isinstance(self.data, str)
+
+
+class _Viewer:
+    """A connected WebSocket viewer: its bounded queue and counters (loop thread only)."""
+
+    def __init__(self, ident: int, ws: web.WebSocketResponse, peer: str, limit: int):
+        self.ident = ident
+        self.ws = ws
+        self.peer = peer
+        self.limit = limit
+        self.queue: deque[_Message] = deque()
+        self.wake = asyncio.Event()
+        self.connected = time.time()
+        self.sent_rows = 0
+        self.sent_bytes = 0
+        self.dropped_rows = 0
+
+    def push(self, msg: _Message) -> None:
+        """Queue ``msg``; a new stream geometry discards the old rows, a full queue its oldest."""
+        if msg.control:
+            self.dropped_rows += sum(m.nrows for m in self.queue)
+            self.queue.clear()
+        else:
+            first = 1 if self.queue and self.queue[0].control else 0  # keep a pending meta
+            while len(self.queue) >= self.limit and len(self.queue) > first:
+                self.dropped_rows += self.queue[first].nrows
+                del self.queue[first]
+        self.queue.append(msg)
+        self.wake.set()
+
+    async def send(self, msg: _Message) -> None:
+        if msg.control:
+            await self.ws.send_str(msg.data)
+        else:
+            await self.ws.send_bytes(msg.data)
+        self.sent_rows += msg.nrows
+        self.sent_bytes += len(msg.data)
+
+    def stats(self) -> dict[str, Any]:
+        return {"id": self.ident, "peer": self.peer, "connected_s": time.time() - self.connected,
+                "queued": len(self.queue), "sent_rows": self.sent_rows,
+                "sent_bytes": self.sent_bytes, "dropped_rows": self.dropped_rows}
+
+
+class WebServer:
+    """Serve the live view of ``receiver`` on ``http://host:port/`` (``port=0``: any free port).
+
+    ``queue_limit`` bounds each viewer's queue (messages, usually one row each) and
+    ``send_buffer`` the kernel's send buffer per viewer (bytes), so a viewer that stops reading
+    costs bounded memory; ``heartbeat`` (s) pings viewers so that vanished ones are closed.
+    """
+
+    def __init__(self, receiver: Receiver, host: str = "127.0.0.1", port: int = 9527, *,
+                 queue_limit: int = 256, send_buffer: int = 256 * 1024, heartbeat: float = 15.0):
+        if queue_limit < 1:
+            raise ValueError(f"queue_limit must be >= 1, got {queue_limit}")
+        self.receiver = receiver
+        self.host = host
+        self.port = port
+        self.queue_limit = queue_limit
+        self.send_buffer = send_buffer
+        self.heartbeat = heartbeat
+        self._static = {name: (resources.files(__package__) / "static" / name).read_bytes()
+                        for name in _STATIC}
+        self._viewers: dict[int, _Viewer] = {}
+        self._ids = itertools.count(1)
+        self._history: deque[bytes] = deque()
+        self._meta = self._meta_json(None)
+        self._nfreq = 0
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._fanout_thread: threading.Thread | None = None
+        self._closing: asyncio.Event | None = None
+        self._counts = {"rows_encoded": 0, "rows_missed": 0, "resets": 0,
+                        "dropped_rows_closed": 0, "viewers_total": 0}
+
+    # --- lifecycle --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def running(self) -> bool:
+        return self._loop_thread is not None and self._loop_thread.is_alive()
+
+    def start(self, timeout: float = 10.0) -> WebServer:
+        """Bind and start serving; raises what binding raised (e.g. the port is taken)."""
+        if self.running:
+            return self
+        self._stop.clear()
+        started = threading.Event()
+        errors: list[BaseException] = []
+        self._loop_thread = threading.Thread(target=self._run_loop, args=(started, errors),
+                                             daemon=True, name="sunspec-web")
+        self._loop_thread.start()
+        if not started.wait(timeout):
+            raise TimeoutError(f"web server did not start within {timeout} s")
+        if errors:
+            self._loop_thread.join()
+            self._loop_thread = None
+            raise errors[0]
+        self._fanout_thread = threading.Thread(target=self._fanout, daemon=True,
+                                               name="sunspec-web-fanout")
+        self._fanout_thread.start()
+        self.receiver.add_status_source("web", self.stats)
+        log.info("live view on %s", self.url)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every viewer, stop serving and join both threads (idempotent)."""
+        self._stop.set()
+        fanout, self._fanout_thread = self._fanout_thread, None
+        if fanout is not None:
+            fanout.join(timeout)
+        thread, self._loop_thread = self._loop_thread, None
+        if thread is None:
+            return
+        loop, closing = self._loop, self._closing
+        if loop is not None and closing is not None:
+            loop.call_soon_threadsafe(closing.set)
+        thread.join(timeout)
+        if thread.is_alive():  # pragma: no cover - a handler that ignores cancellation
+            log.error("web server thread did not stop within %.1f s", timeout)
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Viewers and their counters (any thread; a snapshot, not locked)."""
+        viewers = [v.stats() for v in list(self._viewers.values())]
+        return {"url": self.url, "viewers": len(viewers),
+                "dropped_rows": self._counts["dropped_rows_closed"]
+                + sum(v["dropped_rows"] for v in viewers),
+                **{k: v for k, v in self._counts.items() if k != "dropped_rows_closed"},
+                "viewer": viewers}
+
+    # --- the loop thread --------------------------------------------------------------------
+    def _run_loop(self, started: threading.Event, errors: list[BaseException]) -> None:
+        asyncio.run(self._main(started, errors))
+
+    async def _main(self, started: threading.Event, errors: list[BaseException]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closing = asyncio.Event()
+        app = web.Application()
+        app.add_routes([web.get("/", self._page), web.get("/ws", self._websocket),
+                        web.get("/api/status", self._api_status),
+                        web.get("/api/latest", self._api_latest),
+                        web.get("/api/freqs", self._api_freqs)])
+        app.add_routes([web.get(f"/{name}", self._page) for name in _STATIC])
+        app.on_shutdown.append(self._close_viewers)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self.port = runner.addresses[0][1]
+        except BaseException as exc:
+            errors.append(exc)
+            await runner.cleanup()
+            started.set()
+            return
+        started.set()
+        try:
+            await self._closing.wait()
+        finally:
+            await runner.cleanup()
+
+    async def _close_viewers(self, _app: web.Application) -> None:
+        await asyncio.gather(*(v.ws.close(code=1001, message=b"server stopping")
+                               for v in list(self._viewers.values())), return_exceptions=True)
+
+    # --- fan-out: one thread reads the ring and encodes each row once -----------------------
+    def _fanout(self) -> None:
+        ring: RingBuffer | None = None
+        cursor = 0
+        while not self._stop.is_set():
+            current = self.receiver.ring
+            if current is not ring:
+                ring, cursor = current, 0
+                self._post(_Message(self._meta_json(ring)), ring)
+            if ring is None:
+                self.receiver.wait_for_ring(_WAIT)
+                continue
+            if not ring.wait(cursor, _WAIT):
+                continue
+            rows = ring.since(cursor, _MAX_BATCH)
+            cursor = rows.next_index
+            self._counts["rows_missed"] += rows.missed
+            self._counts["rows_encoded"] += len(rows)
+            self._post(_rows_message(rows), ring)
+
+    def _post(self, msg: _Message, ring: RingBuffer | None) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._broadcast, msg, ring)
+            except RuntimeError:  # the loop closed between the check and the call
+                pass
+
+    def _broadcast(self, msg: _Message, ring: RingBuffer | None) -> None:
+        """On the loop: keep the history for backfill and queue ``msg`` for every viewer."""
+        if msg.control:
+            self._meta = msg.data
+            self._history = deque(maxlen=ring.nrows if ring is not None else 0)
+            self._nfreq = ring.nfreq if ring is not None else 0
+            self._counts["resets"] += 1
+        else:
+            self._history.extend(msg.records)
+        for viewer in self._viewers.values():
+            viewer.push(msg)
+
+    def _meta_json(self, ring: RingBuffer | None) -> str:
+        info = self.receiver.stream_info
+        freqs = ring.freqs_mhz if ring is not None else None
+        return json.dumps({
+            "type": "meta",
+            "nrows": ring.nrows if ring is not None else 0,
+            "nfreq": ring.nfreq if ring is not None else 0,
+            "freqs_mhz": None if freqs is None else np.round(freqs, 6).tolist(),
+            "stream": {k: info.get(k) for k in ("sender_id", "beam", "product", "factor",
+                                                "endpoint", "pols", "navg", "nint")},
+        }, default=_jsonable)
+
+    # --- WebSocket --------------------------------------------------------------------------
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, compress=False, max_msg_size=4096)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:  # bound what the kernel holds for a viewer that stops reading
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+        await ws.prepare(request)
+        viewer = _Viewer(next(self._ids), ws, request.remote or "?", self.queue_limit)
+        await ws.send_str(json.dumps({"type": "hello", "viewer": viewer.ident}))
+        # Join the fan-out and take the backfill in one loop turn: no row is missed or repeated.
+        viewer.queue.append(_Message(self._meta))
+        for start in range(0, len(self._history), _MAX_BATCH):
+            chunk = list(itertools.islice(self._history, start, start + _MAX_BATCH))
+            data = np.array([(MAGIC, len(chunk), self._nfreq)], HEADER).tobytes()
+            viewer.queue.append(_Message(data + b"".join(chunk), len(chunk)))
+        self._viewers[viewer.ident] = viewer
+        self._counts["viewers_total"] += 1
+        sender = asyncio.create_task(self._send_loop(viewer))
+        try:
+            async for msg in ws:  # viewers send nothing we act on; this notices close
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            del self._viewers[viewer.ident]
+            self._counts["dropped_rows_closed"] += viewer.dropped_rows
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return ws
+
+    @staticmethod
+    async def _send_loop(viewer: _Viewer) -> None:
+        try:
+            while True:
+                await viewer.wake.wait()
+                viewer.wake.clear()
+                while viewer.queue:
+                    await viewer.send(viewer.queue.popleft())
+        except (ConnectionError, RuntimeError):  # the viewer went away mid-send
+            await viewer.ws.close()
+
+    # --- HTTP -------------------------------------------------------------------------------
+    async def _page(self, request: web.Request) -> web.Response:
+        name = request.path.lstrip("/") or "index.html"
+        return web.Response(body=self._static[name], content_type=_STATIC[name],
+                            headers={"Cache-Control": "no-cache"})
+
+    async def _api_status(self, _request: web.Request) -> web.Response:
+        status = self.receiver.get_buffer_status()
+        status["stream"] = self.receiver.stream_info
+        status["server_time"] = time.time()
+        return _json_response(status)
+
+    async def _api_freqs(self, _request: web.Request) -> web.Response:
+        ring = self.receiver.ring
+        freqs = ring.freqs_mhz if ring is not None else None
+        return _json_response({
+            "nfreq": ring.nfreq if ring is not None else 0,
+            "unit": "channel" if freqs is None else "MHz",
+            "freqs_mhz": None if freqs is None else freqs.tolist(),
+        })
+
+    async def _api_latest(self, request: web.Request) -> web.Response:
+        """``?n=`` newest rows (default 1); ``format=json`` (default), ``bin`` (the WebSocket
+        form, see :mod:`.codec`) or ``npz`` (exact float32, for numpy)."""
+        try:
+            n = int(request.query.get("n", "1"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="n must be an integer") from None
+        fmt = request.query.get("format", "json")
+        if n < 0 or fmt not in ("json", "bin", "npz"):
+            raise web.HTTPBadRequest(text="n must be >= 0 and format one of json, bin, npz")
+        rows = self.receiver.get_latest(n)
+        loop = asyncio.get_running_loop()
+        if fmt == "bin":
+            body = await loop.run_in_executor(None, encode_rows, rows)
+            return web.Response(body=body, content_type="application/octet-stream")
+        if fmt == "npz":
+            body = await loop.run_in_executor(None, _npz, rows)
+            return web.Response(body=body, content_type="application/octet-stream")
+        text = await loop.run_in_executor(None, _rows_json, rows)
+        return web.Response(text=text, content_type="application/json")
+
+
+def _rows_message(rows: Rows) -> _Message:
+    """Encode ``rows`` once: the message for live viewers and each row's record for backfill."""
+    data = encode_rows(rows)
+    size = record_dtype(rows.data.shape[1]).itemsize
+    body = memoryview(data)[HEADER.itemsize:]
+    records = tuple(bytes(body[i * size:(i + 1) * size]) for i in range(len(rows)))
+    return _Message(data, len(rows), records)
+
+
+def _rows_json(rows: Rows) -> str:
+    return json.dumps({
+        "n": len(rows),
+        "nfreq": rows.data.shape[1],
+        "first_index": rows.first_index,
+        "times_utc": [str(t) + "Z" for t in rows.times],
+        "end_unix": rows.end_unix.tolist(),
+        "time_tags": [str(t) for t in rows.end_tag],  # > 2**53: strings keep them exact
+        "seq": rows.seq.tolist(),
+        "freqs_mhz": None if rows.freqs_mhz is None else rows.freqs_mhz.tolist(),
+        "data": rows.data.tolist(),
+    })
+
+
+def _npz(rows: Rows) -> bytes:
+    buf = io.BytesIO()
+    arrays = {"data": rows.data, "end_tag": rows.end_tag, "end_unix": rows.end_unix,
+              "seq": rows.seq, "arrival_unix": rows.arrival_unix}
+    if rows.freqs_mhz is not None:
+        arrays["freqs_mhz"] = rows.freqs_mhz
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _json_response(obj: Any) -> web.Response:
+    text = json.dumps(_nan_to_none(obj), default=_jsonable, allow_nan=False)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 9527, **kwargs: Any
+          ) -> WebServer:
+    """Start the live view of ``receiver`` in its own threads; returns the running
+    :class:`WebServer` (``.url``, ``.port``, ``.stats()``, ``.stop()``). ``kwargs`` go to it."""
+    return WebServer(receiver, host, port, **kwargs).start()

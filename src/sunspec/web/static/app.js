@@ -1,0 +1,425 @@
+// sunspec live view: a waterfall (UTC time across, frequency up), the latest spectrum and the
+// receiver's status. Rows arrive over a WebSocket in the compact binary form described in
+// sunspec/web/codec.py: the whole ring once on connect, then each new row as it comes.
+"use strict";
+
+const AUTO_PERCENTILES = [1, 99.5];  // robust automatic levels
+const AUTO_EVERY_MS = 1000;
+const STATUS_EVERY_MS = 1000;
+const FONT = "12px system-ui, sans-serif";
+const AXIS = "#8a94a0", GRID = "rgba(138,148,160,0.25)", TRACE = "#f2b134", EMPTY = [17, 20, 24];
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  nrows: 0, nfreq: 0, freqs: null, stream: {},
+  lin: null, db: null, times: null,   // per column: values (nrows * nfreq) and window ends
+  last: -1, count: 0,                 // newest absolute index (mod 2**32), rows held
+  cmap: "viridis", scale: "db", auto: true, lo: 0, hi: 1,
+  paused: false, pending: [], viewer: null, hover: null,
+  off: null, offCtx: null, column: null, dirty: true, lastAuto: 0,
+};
+
+// ---- the store: one column per ring row, placed by index so gaps stay visible ----
+function reset(meta) {
+  state.nrows = meta.nrows; state.nfreq = meta.nfreq;
+  state.freqs = meta.freqs_mhz; state.stream = meta.stream || {};
+  const size = state.nrows * state.nfreq;
+  state.lin = new Float32Array(size).fill(NaN);
+  state.db = new Float32Array(size).fill(NaN);
+  state.times = new Float64Array(state.nrows).fill(NaN);
+  state.last = -1; state.count = 0; state.pending = [];
+  if (size > 0) {
+    state.off = new OffscreenCanvas(state.nrows, state.nfreq);
+    state.offCtx = state.off.getContext("2d");
+    state.column = state.offCtx.createImageData(1, state.nfreq);
+  }
+  const s = state.stream;
+  $("title").textContent = [s.beam != null ? `beam ${s.beam}` : null, s.product,
+    s.factor > 1 ? `${s.factor}:1 in frequency` : null].filter(Boolean).join(" · ") || "live";
+  state.lastAuto = 0; state.dirty = true;
+}
+
+function ingest(buf) {
+  const dv = new DataView(buf);
+  if (dv.getUint32(0, true) !== 0x31525353) throw new Error("not a sunspec rows message");
+  const n = dv.getUint32(4, true), nfreq = dv.getUint32(8, true);
+  if (nfreq !== state.nfreq) return;  // rows of a geometry already replaced
+  const size = 24 + nfreq;
+  for (let r = 0, o = 12; r < n; r++, o += size) {
+    const t = dv.getFloat64(o, true), idx = dv.getUint32(o + 8, true);
+    const mode = dv.getUint8(o + 12), off = dv.getFloat32(o + 16, true);
+    const scale = dv.getFloat32(o + 20, true);
+    if (state.last >= 0) {
+      const ahead = (idx - state.last) >>> 0;
+      if (ahead === 0 || ahead > 0x80000000) continue;  // already have it
+      for (let k = 1; k < Math.min(ahead, state.nrows + 1); k++) clearColumn((state.last + k) % state.nrows);
+    }
+    const col = idx % state.nrows, q = new Uint8Array(buf, o + 24, nfreq);
+    const base = col * nfreq, lin = state.lin, db = state.db;
+    for (let c = 0; c < nfreq; c++) {
+      const x = off + scale * q[c];
+      const v = mode === 1 ? Math.pow(10, x) : x;
+      lin[base + c] = v;
+      db[base + c] = mode === 1 ? 10 * x : (v > 0 ? 10 * Math.log10(v) : NaN);
+    }
+    state.times[col] = t; state.last = idx;
+    state.count = Math.min(state.count + 1, state.nrows);
+    paintColumn(col);
+  }
+  state.dirty = true;
+}
+
+function clearColumn(col) {
+  state.lin.fill(NaN, col * state.nfreq, (col + 1) * state.nfreq);
+  state.db.fill(NaN, col * state.nfreq, (col + 1) * state.nfreq);
+  state.times[col] = NaN;
+  paintColumn(col);
+}
+
+// ---- colour ----
+function values() { return state.scale === "db" ? state.db : state.lin; }
+
+function colourInto(px, p, v, lut, lo, k) {
+  if (!(v === v)) { px[p] = EMPTY[0]; px[p + 1] = EMPTY[1]; px[p + 2] = EMPTY[2]; px[p + 3] = 255; return; }
+  let i = ((v - lo) * k) | 0;
+  i = i < 0 ? 0 : i > 255 ? 255 : i;
+  px[p] = lut[3 * i]; px[p + 1] = lut[3 * i + 1]; px[p + 2] = lut[3 * i + 2]; px[p + 3] = 255;
+}
+
+function paintColumn(col) {
+  if (!state.offCtx) return;
+  const px = state.column.data, vals = values(), lut = COLORMAPS[state.cmap];
+  const nf = state.nfreq, base = col * nf, lo = state.lo, k = 256 / (state.hi - state.lo || 1);
+  for (let c = 0; c < nf; c++) colourInto(px, 4 * (nf - 1 - c), vals[base + c], lut, lo, k);
+  state.offCtx.putImageData(state.column, col, 0);
+}
+
+function repaintAll() {
+  if (!state.offCtx) return;
+  const img = state.offCtx.createImageData(state.nrows, state.nfreq), px = img.data;
+  const vals = values(), lut = COLORMAPS[state.cmap], nf = state.nfreq, nr = state.nrows;
+  const lo = state.lo, k = 256 / (state.hi - state.lo || 1);
+  for (let col = 0; col < nr; col++) {
+    for (let c = 0; c < nf; c++) colourInto(px, 4 * ((nf - 1 - c) * nr + col), vals[col * nf + c], lut, lo, k);
+  }
+  state.offCtx.putImageData(img, 0, 0);
+  state.dirty = true;
+}
+
+function setLevels(lo, hi) {
+  if (!(hi > lo)) hi = lo + 1;
+  state.lo = lo; state.hi = hi;
+  $("lo").value = +lo.toPrecision(4); $("hi").value = +hi.toPrecision(4);
+  repaintAll();
+}
+
+function autoLevels() {
+  const vals = values(), sample = [];
+  const stride = Math.max(1, Math.floor(vals.length / 50000));
+  for (let i = 0; i < vals.length; i += stride) if (vals[i] === vals[i]) sample.push(vals[i]);
+  if (sample.length < 2) return;
+  sample.sort((a, b) => a - b);
+  const pick = (p) => sample[Math.min(sample.length - 1, Math.floor(p / 100 * sample.length))];
+  const lo = pick(AUTO_PERCENTILES[0]), hi = pick(AUTO_PERCENTILES[1]);
+  const span = state.hi - state.lo;
+  if (Math.abs(lo - state.lo) > 0.02 * span || Math.abs(hi - state.hi) > 0.02 * span) setLevels(lo, hi);
+}
+
+// ---- axes ----
+function freqAt(ch) {  // MHz (or channel index when unknown) at fractional channel ch
+  const f = state.freqs;
+  if (!f) return ch;
+  const i = Math.max(0, Math.min(f.length - 2, Math.floor(ch)));
+  return f[i] + (f[i + 1] - f[i]) * (ch - i);
+}
+
+function niceStep(span, target) {
+  const raw = span / target, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const m of [1, 2, 5, 10]) if (m * mag >= raw) return m * mag;
+  return 10 * mag;
+}
+
+const TIME_STEPS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600];
+
+function utc(t, withDate) {
+  const s = new Date(t * 1000).toISOString();
+  return withDate ? s.slice(0, 10) + " " + s.slice(11, 19) : s.slice(11, 19);
+}
+
+function setupCanvas(cv) {
+  const dpr = window.devicePixelRatio || 1, w = cv.clientWidth, h = cv.clientHeight;
+  if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) {
+    cv.width = Math.round(w * dpr); cv.height = Math.round(h * dpr);
+  }
+  const ctx = cv.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = FONT; ctx.fillStyle = AXIS; ctx.strokeStyle = AXIS;
+  return { ctx, w, h };
+}
+
+function freqTicks(ctx, x0, y0, plotH, vertical, length) {
+  // frequency axis along the waterfall's height (vertical) or the spectrum's width
+  const nf = state.nfreq, lo = freqAt(0), hi = freqAt(nf - 1);
+  const step = niceStep(Math.abs(hi - lo) || 1, Math.max(2, Math.floor(length / (vertical ? 45 : 90))));
+  for (let f = Math.ceil(lo / step) * step; f <= hi; f += step) {
+    const ch = state.freqs ? (f - lo) / (hi - lo) * (nf - 1) : f;
+    const frac = (ch + 0.5) / nf;
+    const label = state.freqs ? +f.toFixed(3) + "" : String(Math.round(f));
+    if (vertical) {
+      const y = y0 + plotH * (1 - frac);
+      ctx.fillRect(x0 - 5, y, 5, 1);
+      ctx.textAlign = "right"; ctx.textBaseline = "middle"; ctx.fillText(label, x0 - 8, y);
+    } else {
+      const x = x0 + length * frac;
+      ctx.fillRect(x, y0, 1, 5);
+      ctx.textAlign = "center"; ctx.textBaseline = "top"; ctx.fillText(label, x, y0 + 7);
+    }
+  }
+}
+
+// ---- drawing ----
+const WF = { left: 64, right: 84, top: 10, bottom: 40 };
+
+function drawWaterfall() {
+  const { ctx, w, h } = setupCanvas($("waterfall"));
+  const pw = w - WF.left - WF.right, ph = h - WF.top - WF.bottom;
+  if (!state.off || pw < 10 || ph < 10) {
+    ctx.textAlign = "center"; ctx.fillText("waiting for data…", w / 2, h / 2);
+    return;
+  }
+  const nr = state.nrows, head = (state.last + 1) % nr;  // oldest column: left edge
+  ctx.fillStyle = `rgb(${EMPTY})`; ctx.fillRect(WF.left, WF.top, pw, ph);
+  ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "high";
+  const wOld = (nr - head) / nr * pw;
+  if (nr - head > 0) ctx.drawImage(state.off, head, 0, nr - head, state.nfreq, WF.left, WF.top, wOld, ph);
+  if (head > 0) ctx.drawImage(state.off, 0, 0, head, state.nfreq, WF.left + wOld, WF.top, pw - wOld, ph);
+  ctx.fillStyle = AXIS; ctx.strokeRect(WF.left - 0.5, WF.top - 0.5, pw + 1, ph + 1);
+  freqTicks(ctx, WF.left, WF.top, ph, true, ph);
+  // UTC ticks where the column times cross a multiple of a nice step
+  const colTime = (i) => state.times[(head + i) % nr];
+  let first = NaN, lastT = NaN;
+  for (let i = 0; i < nr; i++) { const t = colTime(i); if (t === t) { if (!(first === first)) first = t; lastT = t; } }
+  if (first === first) {
+    const span = Math.max(lastT - first, 1e-3) * nr / Math.max(state.count, 1);
+    const step = TIME_STEPS.find((s) => s >= span / Math.max(2, pw / 110)) || 86400;
+    let prev = NaN;
+    ctx.textAlign = "center"; ctx.textBaseline = "top";
+    for (let i = 0; i < nr; i++) {
+      const t = colTime(i);
+      if (!(t === t)) continue;
+      const bin = Math.floor(t / step);
+      if (prev === prev && bin !== prev) {
+        const x = WF.left + (i + 0.5) / nr * pw;
+        ctx.fillRect(x, WF.top + ph, 1, 5);
+        ctx.fillText(utc(bin * step, false), x, WF.top + ph + 7);
+      }
+      prev = bin;
+    }
+    ctx.textAlign = "left";
+    ctx.fillText(`UTC  ${utc(lastT, true).slice(0, 10)}`, WF.left, WF.top + ph + 24);
+  }
+  ctx.save(); ctx.translate(14, WF.top + ph / 2); ctx.rotate(-Math.PI / 2);
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  ctx.fillText(state.freqs ? "Frequency (MHz)" : "Channel", 0, 0); ctx.restore();
+  drawColourbar(ctx, w - WF.right + 14, WF.top, 14, ph);
+  if (state.hover) {
+    ctx.strokeStyle = "rgba(255,255,255,0.5)";
+    ctx.strokeRect(state.hover.x - 0.5, WF.top, 1, ph);
+  }
+}
+
+function drawColourbar(ctx, x, y, bw, bh) {
+  const lut = COLORMAPS[state.cmap];
+  for (let i = 0; i < bh; i++) {
+    const j = Math.min(255, Math.floor((1 - i / bh) * 256));
+    ctx.fillStyle = `rgb(${lut[3 * j]},${lut[3 * j + 1]},${lut[3 * j + 2]})`;
+    ctx.fillRect(x, y + i, bw, 1);
+  }
+  ctx.fillStyle = AXIS; ctx.strokeStyle = AXIS; ctx.strokeRect(x - 0.5, y - 0.5, bw + 1, bh + 1);
+  const step = niceStep(state.hi - state.lo, Math.max(2, Math.floor(bh / 40)));
+  ctx.textAlign = "left"; ctx.textBaseline = "middle";
+  for (let v = Math.ceil(state.lo / step) * step; v <= state.hi; v += step) {
+    const yy = y + bh * (1 - (v - state.lo) / (state.hi - state.lo));
+    ctx.fillRect(x + bw, yy, 4, 1); ctx.fillText(fmt(v), x + bw + 6, yy);
+  }
+  ctx.save(); ctx.translate(x + bw + 50, y + bh / 2); ctx.rotate(Math.PI / 2);
+  ctx.textAlign = "center"; ctx.fillText(state.scale === "db" ? "dB" : "power (linear)", 0, 0);
+  ctx.restore();
+}
+
+function fmt(v) {
+  const a = Math.abs(v);
+  return a !== 0 && (a >= 1e5 || a < 1e-2) ? v.toExponential(1) : +v.toPrecision(4) + "";
+}
+
+const SP = { left: 64, right: 84, top: 10, bottom: 34 };
+
+function drawSpectrum() {
+  const { ctx, w, h } = setupCanvas($("spectrum"));
+  const pw = w - SP.left - SP.right, ph = h - SP.top - SP.bottom;
+  if (state.last < 0 || pw < 10 || ph < 10) return;
+  const hovered = state.hover && state.times[state.hover.col] === state.times[state.hover.col];
+  const col = hovered ? state.hover.col : state.last % state.nrows;
+  const vals = values(), nf = state.nfreq, base = col * nf;
+  let lo = Infinity, hi = -Infinity;
+  for (let c = 0; c < nf; c++) { const v = vals[base + c]; if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (!(hi >= lo)) return;
+  lo = Math.min(lo, state.lo); hi = Math.max(hi, state.hi);
+  const pad = (hi - lo) * 0.05 || 1; lo -= pad; hi += pad;
+  const yOf = (v) => SP.top + ph * (1 - (v - lo) / (hi - lo));
+  ctx.strokeRect(SP.left - 0.5, SP.top - 0.5, pw + 1, ph + 1);
+  const step = niceStep(hi - lo, Math.max(2, Math.floor(ph / 35)));
+  ctx.textAlign = "right"; ctx.textBaseline = "middle";
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) {
+    const y = yOf(v);
+    ctx.fillStyle = GRID; ctx.fillRect(SP.left, y, pw, 1);
+    ctx.fillStyle = AXIS; ctx.fillRect(SP.left - 5, y, 5, 1); ctx.fillText(fmt(v), SP.left - 8, y);
+  }
+  freqTicks(ctx, SP.left, SP.top + ph, ph, false, pw);
+  ctx.setLineDash([4, 4]); ctx.strokeStyle = "rgba(138,148,160,0.7)";
+  for (const v of [state.lo, state.hi]) { ctx.beginPath(); ctx.moveTo(SP.left, yOf(v)); ctx.lineTo(SP.left + pw, yOf(v)); ctx.stroke(); }
+  ctx.setLineDash([]);
+  ctx.strokeStyle = TRACE; ctx.lineWidth = 1.2; ctx.beginPath();
+  let pen = false;
+  for (let c = 0; c < nf; c++) {
+    const v = vals[base + c];
+    if (!(v === v)) { pen = false; continue; }
+    const x = SP.left + (c + 0.5) / nf * pw, y = yOf(v);
+    if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    pen = true;
+  }
+  ctx.stroke();
+  const t = state.times[col];
+  ctx.fillStyle = AXIS; ctx.textAlign = "right"; ctx.textBaseline = "top";
+  ctx.fillText((hovered ? "spectrum at " : "latest spectrum ") + (t === t ? utc(t, true) + " UTC" : ""), SP.left + pw - 4, SP.top + 4);
+  ctx.textAlign = "center";
+  ctx.fillText(state.freqs ? "Frequency (MHz)" : "Channel", SP.left + pw / 2, SP.top + ph + 20);
+}
+
+function frame() {
+  if (state.dirty && !document.hidden) {
+    state.dirty = false;
+    drawWaterfall(); drawSpectrum();
+  }
+  requestAnimationFrame(frame);
+}
+
+// ---- hover readout ----
+function onHover(ev) {
+  const cv = $("waterfall"), r = cv.getBoundingClientRect();
+  const pw = r.width - WF.left - WF.right, ph = r.height - WF.top - WF.bottom;
+  const x = ev.clientX - r.left, y = ev.clientY - r.top;
+  if (!state.nrows || x < WF.left || x >= WF.left + pw || y < WF.top || y >= WF.top + ph) {
+    if (state.hover) { state.hover = null; state.dirty = true; $("readout").innerHTML = "&nbsp;"; }
+    return;
+  }
+  const head = (state.last + 1) % state.nrows;
+  const col = (head + Math.floor((x - WF.left) / pw * state.nrows)) % state.nrows;
+  const ch = Math.min(state.nfreq - 1, Math.floor((1 - (y - WF.top) / ph) * state.nfreq));
+  state.hover = { x, col }; state.dirty = true;
+  const t = state.times[col], v = values()[col * state.nfreq + ch];
+  $("readout").textContent = t === t
+    ? `${utc(t, true)} UTC   ${state.freqs ? freqAt(ch).toFixed(3) + " MHz" : "channel " + ch}   ` +
+      `${v === v ? fmt(v) + (state.scale === "db" ? " dB" : "") : "–"}`
+    : "no data here";
+}
+
+// ---- status ----
+function setCell(id, text, cls) { const td = $(id); td.textContent = text; td.className = cls || ""; }
+const secs = (v) => v == null ? "–" : v < 1 ? `${(v * 1000).toFixed(0)} ms` : `${v.toFixed(1)} s`;
+
+async function pollStatus() {
+  try {
+    const r = await fetch("api/status", { cache: "no-store" });
+    const s = await r.json();
+    setCell("st-rate", `${(s.frame_rate || 0).toFixed(2)} /s`);
+    setCell("st-delay", secs(s.delay_s), s.delay_s > 5 ? "warn" : "");
+    setCell("st-age", secs(s.data_age_s), s.data_age_s > 30 ? "bad" : s.data_age_s > 5 ? "warn" : "");
+    setCell("st-latest", s.latest_time ? s.latest_time.slice(11, 22) : "–");
+    setCell("st-frames", String(s.frames_received));
+    setCell("st-held", `${s.frames_held} / ${s.buffer_shape[0]}`);
+    setCell("st-lost", String(s.lost), s.lost ? "warn" : "");
+    setCell("st-rejected", String(s.rejected_total), s.rejected_total ? "warn" : "");
+    setCell("st-restarts", String(s.restarts));
+    setCell("st-sender", s.sender_id || "–");
+    setCell("st-endpoint", s.endpoint || "–");
+    const st = s.stream || {};
+    setCell("st-product", [st.product, st.factor ? `factor ${st.factor}` : null].filter(Boolean).join(", ") || "–");
+    const web = s.web || {}, me = (web.viewer || []).find((v) => v.id === state.viewer);
+    setCell("st-viewers", String(web.viewers ?? "–"));
+    setCell("st-dropped", me ? String(me.dropped_rows) : "–", me && me.dropped_rows ? "warn" : "");
+    setCell("st-rss", s.rss_mb != null ? `${s.rss_mb.toFixed(0)} MiB` : "–");
+  } catch (err) {
+    setCell("st-rate", "no status", "bad");
+  }
+}
+
+// ---- connection ----
+function setConn(text, cls) { const b = $("conn"); b.textContent = text; b.className = "badge " + cls; }
+
+function connect(delay) {
+  const ws = new WebSocket(new URL("ws", location.href).href.replace(/^http/, "ws"));
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => { delay = 1000; setConn(state.paused ? "paused" : "live", state.paused ? "paused" : "on"); };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === "string") {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "meta") { reset(msg); if (state.auto) state.lo = state.hi = 0; }
+      else if (msg.type === "hello") state.viewer = msg.viewer;
+      return;
+    }
+    if (state.paused) {
+      state.pending.push(ev.data);
+      if (state.pending.length > state.nrows) state.pending.shift();  // keep at most a ring's worth
+      return;
+    }
+    ingest(ev.data);
+    maybeAuto();
+  };
+  ws.onclose = () => {
+    setConn("disconnected, retrying", "off");
+    setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+  };
+}
+
+function maybeAuto() {
+  const now = performance.now();
+  if (state.auto && now - state.lastAuto > AUTO_EVERY_MS) { state.lastAuto = now; autoLevels(); }
+}
+
+// ---- controls ----
+function init() {
+  for (const name of Object.keys(COLORMAPS)) $("cmap").add(new Option(name, name));
+  $("cmap").onchange = (e) => { state.cmap = e.target.value; repaintAll(); };
+  $("scale").onchange = (e) => {
+    state.scale = e.target.value; state.lastAuto = 0;
+    if (state.auto) { state.lo = state.hi = 0; autoLevels(); } else repaintAll();
+  };
+  $("auto").onchange = (e) => { state.auto = e.target.checked; if (state.auto) { state.lastAuto = 0; maybeAuto(); } };
+  const manual = () => {
+    const lo = parseFloat($("lo").value), hi = parseFloat($("hi").value);
+    if (!(hi > lo)) return;
+    state.auto = false; $("auto").checked = false; setLevels(lo, hi);
+  };
+  $("lo").onchange = manual; $("hi").onchange = manual;
+  $("pause").onclick = () => {
+    state.paused = !state.paused;
+    $("pause").textContent = state.paused ? "Resume" : "Pause";
+    $("pause").classList.toggle("active", state.paused);
+    setConn(state.paused ? "paused" : "live", state.paused ? "paused" : "on");
+    if (!state.paused) {
+      for (const buf of state.pending.splice(0)) ingest(buf);
+      maybeAuto();
+    }
+  };
+  $("waterfall").addEventListener("mousemove", onHover);
+  $("waterfall").addEventListener("mouseleave", onHover);
+  window.addEventListener("resize", () => { state.dirty = true; });
+  document.addEventListener("visibilitychange", () => { state.dirty = true; });
+  connect(1000);
+  pollStatus(); setInterval(pollStatus, STATUS_EVERY_MS);
+  requestAnimationFrame(frame);
+}
+
+init();

@@ -1,0 +1,362 @@
+"""The live view's server: HTTP endpoints and WebSocket pushes with real clients on loopback,
+fed through a real Receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from streams import RawPublisher, wait_until
+
+aiohttp = pytest.importorskip("aiohttp")
+
+from sunspec import Receiver, clock  # noqa: E402
+from sunspec.web import serve  # noqa: E402
+from sunspec.web.codec import decode_rows, encode_rows, record_dtype  # noqa: E402
+
+NCHAN = 64  # small frames keep these tests fast; the byte budget test uses the real 3072
+
+
+def frame(i: int, nchan: int = NCHAN) -> np.ndarray:
+    """A positive spectrum that changes with ``i``."""
+    f = np.zeros((1, nchan, 4), np.float32)
+    f[0, :, 0] = 1e5 * (1 + np.arange(nchan)) * (1 + 0.1 * (i % 7))
+    return f
+
+
+@pytest.fixture
+def pub():
+    p = RawPublisher(sndhwm=10_000)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def rx(pub):
+    r = Receiver(endpoint=pub.endpoint, buffer_length=32)
+    r.start()
+    pub.wait_subscriber()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def server(rx):
+    s = serve(rx, port=0)
+    yield s
+    s.stop()
+
+
+def send(pub: RawPublisher, rx: Receiver, n: int, nchan: int = NCHAN, pace: float = 0.0) -> None:
+    start = rx.get_buffer_status()["frames_received"]
+    for i in range(n):
+        pub.send(frame(pub.seq, nchan), chan0=600, chan_bw=clock.CHAN_BW,
+                 t_end_tag=clock.unix_to_tag(time.time()))
+        if pace:
+            time.sleep(pace)
+    assert wait_until(lambda: rx.get_buffer_status()["frames_received"] >= start + n, 10)
+
+
+def fanned_out(server, n: int) -> None:
+    """Wait until the server's fan-out has taken ``n`` rows of the current ring."""
+    st = server.stats
+    assert wait_until(lambda: st()["rows_encoded"] + st()["rows_missed"] >= n)
+
+
+async def get(url: str) -> tuple[int, str, bytes]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, r.content_type, await r.read()
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    return asyncio.run(get(url))
+
+
+class Viewer:
+    """A WebSocket viewer: its metadata and every row it received (in arrival order)."""
+
+    def __init__(self) -> None:
+        self.meta: list[dict] = []
+        self.hello: dict = {}
+        self.index: list[int] = []
+        self.values: list[np.ndarray] = []
+        self.latency: list[float] = []
+        self.message_bytes: list[tuple[int, int]] = []  # (bytes, rows) per binary message
+
+    def take(self, msg: aiohttp.WSMessage) -> None:
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            obj = json.loads(msg.data)
+            if obj["type"] == "hello":
+                self.hello = obj
+            else:
+                self.meta.append(obj)
+                self.index.clear()
+                self.values.clear()
+            return
+        assert msg.type == aiohttp.WSMsgType.BINARY, msg
+        t, idx, vals = decode_rows(msg.data)
+        self.latency += list(time.time() - t)
+        self.index += idx.tolist()
+        self.values += list(vals)
+        self.message_bytes.append((len(msg.data), len(idx)))
+
+
+async def watch(url: str, until, viewers: int = 1, timeout: float = 10.0) -> list[Viewer]:
+    """Connect ``viewers`` viewers and read until ``until(viewer)`` holds for each."""
+    async with aiohttp.ClientSession() as s:
+
+        async def one() -> Viewer:
+            v = Viewer()
+            async with s.ws_connect(url + "ws", max_msg_size=0) as ws:
+                while not until(v):
+                    v.take(await ws.receive(timeout=timeout))
+            return v
+
+        return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(viewers))), timeout)
+
+
+# --- codec -----------------------------------------------------------------------------------
+def rows_of(data: np.ndarray, first_index: int = 7):
+    from sunspec.ring import Rows
+
+    n = len(data)
+    return Rows(data.astype(np.float32), np.arange(n, dtype=np.int64),
+                1.7e9 + np.arange(n, dtype=np.float64), np.arange(n, dtype=np.int64),
+                np.zeros(n), first_index, 0, None)
+
+
+def test_codec_log_rows_keep_relative_precision_across_a_wide_range():
+    rng = np.random.default_rng(3)
+    data = 10 ** rng.uniform(3, 8, (5, 1536))  # 50 dB of range in each row
+    msg = encode_rows(rows_of(data))
+    assert len(msg) == 12 + 5 * (24 + 1536)
+    t, idx, vals = decode_rows(msg)
+    np.testing.assert_array_equal(idx, np.arange(7, 12))
+    np.testing.assert_array_equal(t, 1.7e9 + np.arange(5))
+    ratio = vals / data.astype(np.float32)
+    step = 10 ** (5 / 255 / 2)  # half a quantisation step of 5 decades
+    assert np.all(ratio < step * 1.001) and np.all(ratio > 1 / step / 1.001)
+    np.testing.assert_allclose(vals.min(1), data.astype(np.float32).min(1), rtol=1e-5)
+    np.testing.assert_allclose(vals.max(1), data.astype(np.float32).max(1), rtol=1e-5)
+
+
+def test_codec_signed_and_constant_rows_are_linear():
+    data = np.array([np.linspace(-3, 5, 16), np.full(16, 2.5), np.zeros(16)])
+    _, _, vals = decode_rows(encode_rows(rows_of(data)))
+    np.testing.assert_allclose(vals[0], data[0], atol=8 / 255 / 2 + 1e-6)
+    np.testing.assert_allclose(vals[1:], data[1:], rtol=1e-6)
+
+
+def test_codec_rejects_foreign_bytes():
+    with pytest.raises(ValueError, match="not a sunspec rows message"):
+        decode_rows(b"NOPE" + bytes(8))
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+def test_page_and_static_files_are_served_from_the_package(server):
+    status, ctype, body = fetch(server.url)
+    assert (status, ctype) == (200, "text/html")
+    assert b"<canvas" in body and b"app.js" in body and b"http" not in body.lower().replace(
+        b'http-equiv', b'')  # nothing fetched from elsewhere
+    for name, want in [("app.js", "text/javascript"), ("colormaps.js", "text/javascript"),
+                       ("style.css", "text/css")]:
+        status, ctype, body = fetch(server.url + name)
+        assert (status, ctype) == (200, want) and len(body) > 500
+    assert fetch(server.url + "nothing")[0] == 404
+    assert fetch(server.url + "static/../../etc/passwd")[0] == 404
+
+
+def test_api_status_freqs_and_latest_in_every_form(pub, rx, server):
+    send(pub, rx, 5)
+    status, ctype, body = fetch(server.url + "api/status")
+    st = json.loads(body)
+    assert (status, ctype) == (200, "application/json")
+    assert st["frames_received"] == 5 and st["lost"] == 0 and st["endpoint"] == pub.endpoint
+    assert st["web"]["viewers"] == 0 and st["web"]["url"] == server.url
+    assert st["stream"]["sender_id"] == pub.sender_id
+
+    freqs = json.loads(fetch(server.url + "api/freqs")[2])
+    assert freqs["unit"] == "MHz" and freqs["nfreq"] == NCHAN // 2
+    np.testing.assert_array_equal(freqs["freqs_mhz"], rx.ring.freqs_mhz)
+
+    ref = rx.get_latest(3)
+    got = json.loads(fetch(server.url + "api/latest?n=3")[2])
+    assert got["n"] == 3 and got["first_index"] == 2
+    np.testing.assert_array_equal(np.array(got["data"], np.float32), ref.data)
+    assert [int(t) for t in got["time_tags"]] == ref.end_tag.tolist()  # exact beyond 2**53
+    assert got["times_utc"][-1] == str(ref.times[-1]) + "Z"
+    np.testing.assert_array_equal(got["seq"], [2, 3, 4])
+
+    status, ctype, body = fetch(server.url + "api/latest?n=3&format=bin")
+    assert ctype == "application/octet-stream"
+    _, idx, vals = decode_rows(body)
+    np.testing.assert_array_equal(idx, [2, 3, 4])
+    np.testing.assert_allclose(vals, ref.data, rtol=0.02)
+
+    npz = np.load(io.BytesIO(fetch(server.url + "api/latest?n=100&format=npz")[2]))
+    np.testing.assert_array_equal(npz["data"], rx.get_latest(5).data)  # clipped to what is held
+    np.testing.assert_array_equal(npz["end_tag"], rx.get_latest(5).end_tag)
+    np.testing.assert_array_equal(npz["freqs_mhz"], rx.ring.freqs_mhz)
+
+    for bad in ("n=x", "n=-1", "format=xml"):
+        assert fetch(server.url + "api/latest?" + bad)[0] == 400
+
+
+def test_api_is_read_only_and_works_before_any_data(server):
+    async def post() -> int:
+        async with aiohttp.ClientSession() as s, s.post(server.url + "api/status") as r:
+            return r.status
+
+    assert asyncio.run(post()) == 405
+    st = json.loads(fetch(server.url + "api/status")[2])
+    assert st["frames_received"] == 0 and st["data_age_s"] is None
+    assert json.loads(fetch(server.url + "api/freqs")[2]) == {
+        "nfreq": 0, "unit": "channel", "freqs_mhz": None}
+    assert json.loads(fetch(server.url + "api/latest?n=4")[2])["n"] == 0
+
+
+# --- WebSocket -------------------------------------------------------------------------------
+def test_websocket_backfills_the_ring_then_pushes_each_row_once(pub, rx, server):
+    send(pub, rx, 40)  # more than the ring holds (32)
+    fanned_out(server, 40)
+    held = rx.get_latest(32)
+    result: list[Viewer] = []
+
+    def run() -> None:
+        result.extend(asyncio.run(watch(server.url, lambda v: len(v.index) >= 42, viewers=3)))
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert wait_until(lambda: server.stats()["viewers"] == 3)
+    send(pub, rx, 10, pace=0.01)
+    t.join(15)
+    assert not t.is_alive() and len(result) == 3
+    for v in result:
+        assert v.hello["viewer"] >= 1
+        meta = v.meta[-1]
+        assert meta["nfreq"] == NCHAN // 2 and meta["nrows"] == 32
+        np.testing.assert_allclose(meta["freqs_mhz"], rx.ring.freqs_mhz, atol=1e-6)
+        assert meta["stream"]["sender_id"] == pub.sender_id
+        assert v.index == list(range(8, 50))  # the ring held 8..39, then 40..49 pushed
+        np.testing.assert_allclose(v.values[:32], held.data, rtol=0.02)
+        pushed = v.message_bytes[-10:]
+        assert all(rows == 1 for _, rows in pushed)  # one row per push at this pace
+        assert {b for b, _ in pushed} == {12 + record_dtype(NCHAN // 2).itemsize}
+    assert len({v.hello["viewer"] for v in result}) == 3
+    st = rx.get_buffer_status()["web"]
+    assert st["viewers_total"] == 3 and st["dropped_rows"] == 0
+
+
+def test_a_full_size_row_costs_under_3_kb_per_viewer(pub, rx, server):
+    send(pub, rx, 1, nchan=3072)
+    views: list[Viewer] = []
+    t = threading.Thread(target=lambda: views.extend(
+        asyncio.run(watch(server.url, lambda v: len(v.index) >= 4))))
+    t.start()
+    assert wait_until(lambda: server.stats()["viewers"] == 1)
+    send(pub, rx, 3, nchan=3072, pace=0.02)
+    t.join(10)
+    nbytes, nrows = views[0].message_bytes[-1]
+    assert nrows == 1 and nbytes == 12 + 24 + 1536 <= 3000
+    assert max(views[0].latency[1:]) < 1.0
+
+
+def test_geometry_change_sends_a_reset_and_the_new_rings_rows(pub, rx, server):
+    send(pub, rx, 3)
+    fanned_out(server, 3)
+    views: list[Viewer] = []
+
+    def until(v: Viewer) -> bool:
+        return len(v.meta) == 2 and len(v.index) >= 2
+
+    t = threading.Thread(target=lambda: views.extend(asyncio.run(watch(server.url, until))))
+    t.start()
+    assert wait_until(lambda: server.stats()["viewers"] == 1)
+    send(pub, rx, 2, nchan=2 * NCHAN)
+    t.join(10)
+    v = views[0]
+    assert [m["nfreq"] for m in v.meta] == [NCHAN // 2, NCHAN]
+    assert v.index == [0, 1] and all(len(x) == NCHAN for x in v.values)
+    assert server.stats()["resets"] == 2
+
+
+def stalled_viewer(url: str) -> socket.socket:
+    """A viewer that completes the WebSocket handshake and then never reads again."""
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return s
+
+
+def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx):
+    n = 1500  # ~2.4 MB of rows: far more than the stalled viewer's socket buffers hold
+    with serve(rx, port=0, queue_limit=8) as server:
+        stalled = stalled_viewer(server.url)
+        try:
+            views: list[Viewer] = []
+            t = threading.Thread(target=lambda: views.extend(
+                asyncio.run(watch(server.url, lambda v: bool(v.index) and v.index[-1] >= n - 1,
+                                  timeout=30))))
+            t.start()
+            assert wait_until(lambda: server.stats()["viewers"] == 2)
+            t0 = time.monotonic()
+            send(pub, rx, n, nchan=3072, pace=0.001)
+            ingest_s = time.monotonic() - t0
+            t.join(30)
+            st = rx.get_buffer_status()
+            stalled_stats = next(v for v in st["web"]["viewer"] if v["id"] != views[0].hello["viewer"])
+        finally:
+            stalled.close()
+    assert st["lost"] == 0 and st["frames_received"] == n and st["rejected_total"] == 0
+    v = views[0]
+    assert v.index == list(range(n))  # the reading viewer got every row, in order
+    lat = np.array(v.latency)
+    assert np.percentile(lat, 99) < 0.25, np.percentile(lat, [50, 99, 100])
+    assert stalled_stats["dropped_rows"] > 0, str(stalled_stats)
+    assert stalled_stats["queued"] <= 8
+    # every row was sent, dropped, queued or is in the one blocked send
+    assert stalled_stats["sent_rows"] + stalled_stats["dropped_rows"] + stalled_stats[
+        "queued"] in (n - 1, n)
+    assert ingest_s < n * 0.001 * 3 + 2
+
+
+def test_stop_closes_viewers_and_leaves_no_threads(pub, rx):
+    server = serve(rx, port=0)
+    closed = threading.Event()
+
+    async def view() -> None:
+        async with aiohttp.ClientSession() as s, s.ws_connect(server.url + "ws") as ws:
+            async for _ in ws:
+                pass
+            closed.set()
+
+    t = threading.Thread(target=lambda: asyncio.run(view()))
+    t.start()
+    assert wait_until(lambda: server.stats()["viewers"] == 1)
+    t0 = time.monotonic()
+    server.stop()
+    server.stop()  # idempotent
+    assert time.monotonic() - t0 < 2.5
+    t.join(5)
+    assert closed.is_set() and not server.running
+    assert not [th for th in threading.enumerate() if th.name.startswith("sunspec-web")]
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", server.port))
+
+
+def test_a_taken_port_raises_at_start(rx):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(OSError):
+            serve(rx, port=s.getsockname()[1])
+    assert not [th for th in threading.enumerate() if th.name.startswith("sunspec-web")]
