@@ -1,0 +1,78 @@
+"""sunspec-recv as a program: starts, reports status, ends cleanly on SIGINT and SIGTERM."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from streams import RawPublisher, const_frame
+
+FLAGS = ["--addr", "--port", "--endpoint", "--buffer-length", "--gc-interval", "--log-level",
+         "--product", "--pol", "--factor", "--chan0", "--status-interval", "--beam"]
+
+
+def start_recv(*args: str) -> tuple[subprocess.Popen, queue.Queue]:
+    proc = subprocess.Popen([sys.executable, "-m", "sunspec", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, lines
+
+
+def wait_line(lines: queue.Queue, words: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if words in line:
+            return line
+    raise AssertionError(f"no line with {words!r} in:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_recv_reports_status_and_exits_zero_on_signal(sig):
+    pub = RawPublisher()
+    proc, lines = start_recv("--endpoint", pub.endpoint, "--status-interval", "0.2",
+                             "--product", "I", "--factor", "4")
+    try:
+        pub.wait_subscriber(timeout=15)
+        for i in range(3):
+            pub.send(const_frame(float(i)))
+        line = wait_line(lines, "status: frames 3 held 3/1200")
+        assert "lost 0" in line and "rejected 0" in line and "mean 2" in line
+        proc.send_signal(sig)
+        assert proc.wait(10) == 0
+        wait_line(lines, "final status: frames 3", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pub.close()
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, "-m", "sunspec", "--help"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0
+    for flag in FLAGS:
+        assert flag in out.stdout, flag
+
+
+def test_bad_product_is_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "sunspec", "--product", "Q"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "expected one of XX" in out.stderr
