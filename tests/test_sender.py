@@ -1,0 +1,306 @@
+"""Averager windows and times to the tick; Publisher over real loopback sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from sunspec import Averager, Frame, Publisher, SequenceInfo, clock, protocol
+from sunspec.sender import nint_for_interval
+
+TAG0 = 343_597_383_680_000_000 + 12_345 * 196_608  # a sequence start above 2**53
+TPS = 24 * 8192
+RNG = np.random.default_rng(44)
+V1_KEYS = ["time_tag", "nbeam", "nchan", "npol", "timestamp", "last_block_time", "data_shape",
+           "data_type"]
+
+
+def ring_header(nbeam=1, nchan=16, npol=4, time_tag=TAG0, navg=24, chan0=600):
+    """A header as the recorder's capture writes it (keys in its order)."""
+    return {"time_tag": time_tag, "seq0": time_tag // (navg * 8192), "chan0": chan0,
+            "cfreq0": chan0 * clock.CHAN_BW, "bw": nchan * clock.CHAN_BW, "navg": navg,
+            "nbeam": nbeam, "nchan": nchan, "npol": npol, "pols": "XX,YY,CR,CI",
+            "complex": False, "nbit": 32}
+
+
+def gulps(n, ntime, nbeam=1, nchan=16, npol=4):
+    return [RNG.random((ntime, nbeam, nchan, npol), dtype=np.float32) * 1e5 for _ in range(n)]
+
+
+def collect(avg: Averager, gs) -> list[tuple[np.ndarray, Frame]]:
+    out = []
+    for g in gs:
+        out += [(f.data.copy(), f) for f in avg.add(g)]
+    return out
+
+
+@pytest.mark.parametrize("ntime, nint", [(1024, 512), (100, 37), (64, 64), (10, 25), (7, 1)])
+def test_windows_are_exact_float64_means_with_tick_exact_times(ntime, nint):
+    gs = gulps(5, ntime)
+    avg = Averager(nint)
+    avg.begin_sequence(ring_header())
+    frames = collect(avg, gs)
+    allspec = np.concatenate(gs)
+    assert len(frames) == len(allspec) // nint
+    for k, (data, f) in enumerate(frames):
+        ref = allspec[k * nint:(k + 1) * nint].astype(np.float64).mean(0).astype(np.float32)
+        np.testing.assert_array_equal(data, ref)
+        assert (f.t_start_tag, f.t_end_tag) == (TAG0 + k * nint * TPS, TAG0 + (k + 1) * nint * TPS)
+        assert f.nint == nint and f.time_tag == TAG0  # v1 time_tag: the sequence start
+        assert type(f.t_end_tag) is int
+
+
+def test_deployed_case_two_frames_per_gulp_match_the_deployed_times():
+    gs = gulps(3, 1024, nchan=3072)
+    avg = Averager()
+    avg.begin_sequence(ring_header(nchan=3072), ntime_gulp=1024)
+    assert avg.nint == 512
+    frames = collect(avg, gs)
+    assert len(frames) == 6
+    for k, (data, f) in enumerate(frames):
+        g, i = divmod(k, 2)
+        # dr_beam.py: t_last_block = time_tag(gulp) + navg * chunk * (i + 1) * 8192
+        assert f.t_end_tag == TAG0 + g * 1024 * TPS + 24 * 512 * (i + 1) * 8192
+        np.testing.assert_allclose(data, gs[g][i * 512:(i + 1) * 512].mean(0), rtol=2e-6)
+
+
+def test_nint_from_interval_and_defaults():
+    assert nint_for_interval(0.5, 24) == round(0.5 * clock.FS / TPS) == 498
+    assert nint_for_interval(1e-9, 24) == 1
+    with pytest.raises(ValueError):
+        nint_for_interval(0, 24)
+    avg = Averager(interval=0.25)
+    avg.begin_sequence(ring_header(navg=12))
+    assert avg.nint == round(0.25 * clock.FS / (12 * 8192))
+    avg = Averager()
+    avg.begin_sequence(ring_header(), ntime_gulp=250)
+    assert avg.nint == 125
+    avg.begin_sequence(ring_header())
+    assert avg.nint == 512
+    with pytest.raises(ValueError):
+        Averager(10, interval=1.0)
+
+
+@pytest.mark.parametrize("leftover, min_partial, flushed", [
+    (300, 0.5, True), (256, 0.5, True), (255, 0.5, False), (1, 0.0, True), (511, 1.0, False),
+])
+def test_partial_window_at_sequence_end_is_flushed_or_dropped_and_counted(
+        leftover, min_partial, flushed):
+    gs = gulps(1, 1024) + gulps(1, leftover)  # a short final span of `leftover` spectra
+    avg = Averager(512, min_partial=min_partial)
+    avg.begin_sequence(ring_header())
+    frames = collect(avg, gs)
+    assert len(frames) == 2
+    final = avg.end_sequence()
+    st = avg.stats()
+    if flushed:
+        assert final is not None and final.nint == leftover
+        assert (final.t_start_tag, final.t_end_tag) == (TAG0 + 1024 * TPS,
+                                                        TAG0 + (1024 + leftover) * TPS)
+        ref = gs[1].astype(np.float64).mean(0).astype(np.float32)
+        np.testing.assert_array_equal(final.data, ref)
+        assert st["partial_frames"] == 1 and st["spectra_dropped"] == 0
+    else:
+        assert final is None
+        assert st["partial_dropped"] == 1 and st["spectra_dropped"] == leftover
+    assert avg.end_sequence() is None  # nothing left
+
+
+def test_new_sequence_restarts_windows_and_discards_an_unfinished_one():
+    avg = Averager(100, min_partial=1.0)
+    avg.begin_sequence(ring_header())
+    assert len(collect(avg, gulps(1, 150))) == 1
+    tag1 = TAG0 + 10**9 * TPS
+    avg.begin_sequence(ring_header(time_tag=tag1))  # 50 spectra left unfinished
+    assert avg.stats()["spectra_dropped"] == 50
+    g = gulps(1, 100)
+    (data, f), = collect(avg, g)
+    assert (f.time_tag, f.t_start_tag, f.t_end_tag) == (tag1, tag1, tag1 + 100 * TPS)
+    np.testing.assert_array_equal(data, g[0].astype(np.float64).mean(0).astype(np.float32))
+
+
+def test_readonly_views_are_averaged_without_copy_and_output_is_reused():
+    g = gulps(1, 64)[0]
+    flat = g.reshape(1, -1)  # Bifrost's (nringlet, n) view
+    flat.flags.writeable = False
+    view = flat.reshape(g.shape)
+    assert not view.flags.writeable and np.shares_memory(view, g)
+    avg = Averager(32)
+    avg.begin_sequence(ring_header())
+    f1, f2 = list(avg.add(view))
+    assert f1.data is f2.data  # one output buffer, overwritten frame after frame
+    np.testing.assert_array_equal(f2.data, g[32:].astype(np.float64).mean(0).astype(np.float32))
+
+
+def test_bad_input_is_refused():
+    avg = Averager(4)
+    with pytest.raises(RuntimeError):
+        avg.add(np.zeros((4, 1, 16, 4), np.float32))
+    avg.begin_sequence(ring_header())
+    with pytest.raises(ValueError, match="shape"):
+        avg.add(np.zeros((4, 1, 8, 4), np.float32))
+    with pytest.raises(TypeError):
+        list(avg.add(np.zeros((4, 1, 16, 4), np.float64)))
+    with pytest.raises(ValueError):
+        list(avg.add(np.zeros((4, 1, 16, 8), np.float32)[..., ::2]))
+    with pytest.raises(ValueError, match="navg"):
+        SequenceInfo.from_header({"time_tag": 1, "nbeam": 1, "nchan": 1, "npol": 1})
+    with pytest.raises(ValueError):
+        Averager(0)
+
+
+def test_sequence_info_from_the_ring_header():
+    info = SequenceInfo.from_header(ring_header(nchan=3072))
+    assert info.pols == "XX,YY,XY_real,XY_imag"
+    assert info.chan_bw == clock.CHAN_BW
+    meta = info.metadata()
+    assert meta == {"navg": 24, "chan0": 600, "cfreq0": 600 * clock.CHAN_BW,
+                    "bw": 3072 * clock.CHAN_BW, "chan_bw": clock.CHAN_BW,
+                    "pols": "XX,YY,XY_real,XY_imag"}
+
+
+# --- Publisher -----------------------------------------------------------------------------
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def subscriber(ctx, endpoint, rcvhwm=1000):
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, rcvhwm)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(endpoint)
+    return s
+
+
+def frames_for(n, nint=512, nchan=3072):
+    avg = Averager(nint)
+    avg.begin_sequence(ring_header(nchan=nchan))
+    # each frame with its own copy of the data (the Averager reuses one output buffer)
+    made = collect(avg, gulps(n, nint, nchan=nchan))
+    return [(d, dataclasses.replace(f, data=d)) for d, f in made]
+
+
+def test_publisher_sends_every_v1_and_v2_key_on_an_ephemeral_port(ctx):
+    with Publisher(port=0) as pub:
+        assert pub.endpoint.startswith("tcp://127.0.0.1:") and not pub.endpoint.endswith(":0")
+        sub = subscriber(ctx, pub.endpoint)
+        assert pub.wait_for_subscribers(1, 5.0)
+        pub.beam = 3
+        sent = frames_for(3)
+        for _, f in sent:
+            assert pub.send(f)
+        for k, (data, f) in enumerate(sent):
+            assert sub.poll(5000)
+            parts = sub.recv_multipart()
+            h, payload = protocol.decode(parts)
+            raw = json.loads(parts[1])
+            assert list(raw)[:8] == V1_KEYS  # the deployed keys first, in the deployed order
+            assert raw["last_block_time"] == str(clock.tag_to_datetime(f.t_end_tag))
+            assert raw["data_shape"] == [1, 3072, 4] and raw["data_type"] == "<f4"
+            assert raw["time_tag"] == TAG0
+            assert {k2: raw[k2] for k2 in ("proto", "seq", "beam", "t_start_tag", "t_end_tag",
+                                           "nint", "navg", "chan0", "pols", "encoding")} == {
+                "proto": 2, "seq": k, "beam": 3, "t_start_tag": f.t_start_tag,
+                "t_end_tag": f.t_end_tag, "nint": 512, "navg": 24, "chan0": 600,
+                "pols": "XX,YY,XY_real,XY_imag", "encoding": "raw"}
+            assert raw["cfreq0"] == 600 * clock.CHAN_BW and raw["chan_bw"] == clock.CHAN_BW
+            assert raw["bw"] == 3072 * clock.CHAN_BW
+            assert raw["sender_id"] == pub.sender_id and len(pub.sender_id) == 16
+            assert abs(raw["timestamp"] - time.time()) < 5
+            assert h.end_tag == f.t_end_tag
+            np.testing.assert_array_equal(payload, data)
+        assert pub.stats()["sent"] == 3 and pub.seq == 3 and pub.dropped == 0
+        sub.close()
+    assert Publisher(port=0).sender_id != pub.sender_id or pytest.fail("ids must differ")
+
+
+def test_a_reader_knowing_only_v1_keys_decodes_our_messages(ctx):
+    with Publisher(endpoint="tcp://127.0.0.1:*") as pub:
+        sub = subscriber(ctx, pub.endpoint)
+        assert pub.wait_for_subscribers(1, 5.0)
+        (data, f), = frames_for(1)
+        pub.send(f)
+        assert sub.poll(5000)
+        topic, hdr, payload = sub.recv_multipart()
+        sub.close()
+    # what the deployed StreamReceiver does, with json and numpy only
+    assert topic == b"data"
+    header = json.loads(hdr.decode())
+    arr = np.frombuffer(payload, dtype=np.float32)
+    assert arr.size == 1 * 3072 * 4
+    arr = arr.reshape(header["data_shape"])
+    np.testing.assert_array_equal(arr, data)
+    stokes_i = (arr[0, :, 0] + arr[0, :, 1]) / 2
+    assert stokes_i.shape == (3072,)
+    end = dt.datetime.strptime(header["last_block_time"], "%Y-%m-%d %H:%M:%S.%f")
+    assert header["last_block_time"] == str(end)
+    assert end == clock.tag_to_datetime(f.t_end_tag)
+    assert header["time_tag"] == TAG0 and header["data_type"] == "<f4"
+
+
+def test_nodrop_full_queue_drops_and_counts_without_blocking(ctx):
+    with Publisher(port=0, sndhwm=1, nodrop=True) as pub:
+        sub = subscriber(ctx, pub.endpoint, rcvhwm=1)  # never reads
+        assert pub.wait_for_subscribers(1, 5.0)
+        (_, f), = frames_for(1, nint=8, nchan=65536)  # 1 MiB messages fill the TCP buffers
+        t0 = time.perf_counter()
+        results = [pub.send(f) for _ in range(300)]
+        elapsed = time.perf_counter() - t0
+        assert elapsed < 2.0
+        st = pub.stats()
+        assert st["dropped"] > 0 and st["dropped"] == results.count(False)
+        assert st["sent"] + st["dropped"] == st["seq"] == 300
+        sub.close()
+
+
+def test_default_lossy_mode_never_blocks_and_a_slow_subscriber_sees_seq_gaps(ctx):
+    with Publisher(port=0, sndhwm=2) as pub:
+        sub = subscriber(ctx, pub.endpoint, rcvhwm=2)
+        assert pub.wait_for_subscribers(1, 5.0)
+        (_, f), = frames_for(1, nint=8, nchan=65536)
+        t0 = time.perf_counter()
+        for _ in range(200):
+            pub.send(f)
+        assert time.perf_counter() - t0 < 2.0
+        seqs = []
+        while sub.poll(300):
+            seqs.append(json.loads(sub.recv_multipart()[1])["seq"])
+        assert 0 < len(seqs) < 200 and seqs == sorted(seqs)
+        assert np.any(np.diff(seqs) > 1)  # the loss shows as a gap
+        sub.close()
+
+
+def test_close_is_prompt_with_a_stalled_subscriber_and_idempotent(ctx):
+    pub = Publisher(port=0, linger=0.1)
+    sub = subscriber(ctx, pub.endpoint, rcvhwm=1)
+    assert pub.wait_for_subscribers(1, 5.0)
+    (_, f), = frames_for(1, nint=8, nchan=65536)
+    for _ in range(50):
+        pub.send(f)
+    t0 = time.perf_counter()
+    pub.close()
+    pub.close()
+    assert time.perf_counter() - t0 < 1.0
+    assert not pub.send(f) and pub.errors == 1
+    sub.close()
+
+
+def test_binding_a_used_port_raises_and_wait_times_out():
+    with Publisher(port=0) as pub:
+        port = int(pub.endpoint.rsplit(":", 1)[1])
+        with pytest.raises(zmq.ZMQError):
+            Publisher(port=port)
+        t0 = time.perf_counter()
+        assert not pub.wait_for_subscribers(1, 0.2)
+        assert 0.15 < time.perf_counter() - t0 < 1.0
