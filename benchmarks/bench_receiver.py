@@ -144,7 +144,8 @@ def main() -> None:
                   f"received, {1e6 * cpu / max(paced_got, 1):.1f} us CPU per frame")
         ratio = results["sunspec"][1] / results["plain pyzmq"][1]
         us = 1e6 * results["sunspec"][4] / max(results["sunspec"][3], 1)
-        print(f"ingest ratio sunspec / plain: {ratio:.2f}x (target >= 0.9x) {verdict(ratio >= 0.9)}")
+        print(f"ingest ratio sunspec / plain: {ratio:.2f}x (target >= 0.9x) "
+              f"{verdict(ratio >= 0.9)}")
         floor = 1e6 * results["recv only"][4] / max(results["recv only"][3], 1)
         print(f"CPU per frame at 1,000 frames/s: {us:.1f} us (target <= 20 us) {verdict(us <= 20)}"
               f"; the recv-only floor on this machine is {floor:.1f} us, sunspec adds "

@@ -178,4 +178,5 @@ def test_constants_and_frequencies():
     assert len(f) == 1536
     assert f[0] == pytest.approx(600.5 * clock.CHAN_BW)
     assert f[-1] == pytest.approx(3670.5 * clock.CHAN_BW)
-    np.testing.assert_allclose(clock.channel_freqs_hz(600, 8, 1), (600 + np.arange(8)) * 23925.78125)
+    np.testing.assert_allclose(clock.channel_freqs_hz(600, 8, 1),
+                               (600 + np.arange(8)) * 23925.78125)

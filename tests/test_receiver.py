@@ -196,8 +196,8 @@ def bad_messages(pub):
         "dtype": [with_hdr(data_type="<f8")],
         "size": [[*good[:2], good[2][:-4]], [*good[:2], good[2] + good[2]]],
         "nonfinite": [[good[0], good[1], nan_frame.tobytes()]],
-        "geometry": [with_hdr(nbeam=2, nchan=1536, data_shape=[2, 1536, 4])[:2]
-                     + [good[2]], with_hdr(npol=1, nchan=12288, data_shape=[1, 12288, 1])],
+        # a 1-pol stream cannot give the product I
+        "geometry": [with_hdr(npol=1, nchan=12288, data_shape=[1, 12288, 1])],
     }
 
 
@@ -207,8 +207,6 @@ def test_each_bad_input_is_counted_never_written(pub, receiver_for):
     frames_received(r, 1)
     before = r.get_latest(10)
     cases = bad_messages(pub)
-    # geometry: a 1-pol stream cannot give the product I
-    cases["geometry"] = [cases["geometry"][1]]
     for msgs in cases.values():
         for parts in msgs:
             pub.send_parts(parts)
@@ -247,7 +245,7 @@ def test_geometry_change_starts_a_fresh_ring(pub, receiver_for):
 
 
 def test_readers_never_see_a_torn_row(pub, receiver_for):
-    r = receiver_for(buffer_length=16, gc_interval=0)
+    r = receiver_for(buffer_length=16, gc_interval=0, rcvhwm=5000)
     stop = threading.Event()
     torn = []
     reads = [0]
@@ -255,7 +253,7 @@ def test_readers_never_see_a_torn_row(pub, receiver_for):
     def reader():
         while not stop.is_set():
             rows = r.get_latest(16)
-            for row, seq in zip(rows.data, rows.seq):
+            for row, seq in zip(rows.data, rows.seq, strict=True):
                 if not (row == row[0]).all() or row[0] != seq:
                     torn.append((seq, row[0], row.min(), row.max()))
             reads[0] += 1
@@ -266,9 +264,9 @@ def test_readers_never_see_a_torn_row(pub, receiver_for):
     try:
         for i in range(3000):
             pub.send(const_frame(float(i)))
-            if i % 100 == 0:
+            if i % 20 == 0:
                 time.sleep(0.001)
-        frames_received(r, 2000, timeout=20)
+        assert wait_until(lambda: r.get_buffer_status()["last_seq"] == 2999, 20)
     finally:
         stop.set()
         for t in threads:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .clock import CHAN_BW, datetime_to_tag, format_block_time, parse_block_time, tag_to_unix
+from .clock import datetime_to_tag, format_block_time, parse_block_time, tag_to_unix
 
 __all__ = [
     "DATA_TYPE",
@@ -218,11 +218,3 @@ def decode(parts: list) -> tuple[FrameHeader, np.ndarray]:
     header = parse_header(parts[1])
     return header, payload_view(header, parts[2])
 
-
-def freqs_from_header(header: FrameHeader) -> tuple[int | None, float]:
-    """``(chan0, chan_bw)`` a version 2 header states, else ``(None, CHAN_BW)``."""
-    chan0 = header.get("chan0")
-    chan_bw = header.get("chan_bw", CHAN_BW)
-    if type(chan0) is not int or type(chan_bw) not in (int, float):
-        return None, CHAN_BW
-    return chan0, float(chan_bw)

@@ -147,11 +147,7 @@ class Receiver:
     def get_latest(self, n: int = 1) -> Rows:
         """The newest ``n`` rows (fewer if fewer held) with their times and frequencies."""
         ring = self._ring
-        if ring is None:
-            nfreq = 0
-            return Rows(np.zeros((0, nfreq), np.float32), np.zeros(0, np.int64),
-                        np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0, 0, None)
-        return ring.latest(n)
+        return Rows.empty() if ring is None else ring.latest(n)
 
     def get_latest_data(self, n_frames: int = 1) -> np.ndarray:
         """The newest ``n_frames`` rows as a float32 array (n, nfreq), oldest first."""
@@ -329,9 +325,8 @@ class Receiver:
 
     def _accept(self, h: FrameHeader, arrival: float) -> None:
         st = self._stats
-        if h.shape != self._geometry:
-            if not self._new_geometry(h):
-                return
+        if h.shape != self._geometry and not self._new_geometry(h):
+            return
         self._track_sender(h)
         ring = self._ring
         row = ring.spare_row

@@ -40,6 +40,12 @@ class Rows:
     def __len__(self) -> int:
         return len(self.data)
 
+    @classmethod
+    def empty(cls, nfreq: int = 0) -> Rows:
+        """No rows (what a receiver without data returns)."""
+        return cls(np.zeros((0, nfreq), np.float32), np.zeros(0, np.int64), np.zeros(0),
+                   np.zeros(0, np.int64), np.zeros(0), 0, 0, None)
+
     @property
     def next_index(self) -> int:
         """Index of the frame after the last row (the cursor for the next :meth:`since`)."""
