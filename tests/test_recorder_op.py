@@ -1,0 +1,237 @@
+"""recorder/AvgStreamingOp on a stand-in ring (tests/bifrost_standin.py) and, when Bifrost
+imports, on a real Bifrost ring; frames checked on a raw SUB socket and through Receiver."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+from bifrost_standin import StandinRing
+
+from sunspec import Receiver, clock, protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recorder"))
+from avg_streaming_op import AvgStreamingOp
+
+TAG0 = 343_597_383_680_000_000
+TPS = 24 * 8192
+LOG = logging.getLogger("test-op")
+RNG = np.random.default_rng(7)
+
+
+def ring_header(nchan=3072, nbeam=1, time_tag=TAG0):
+    return {"time_tag": time_tag, "seq0": time_tag // TPS, "chan0": 600,
+            "cfreq0": 600 * clock.CHAN_BW, "bw": nchan * clock.CHAN_BW, "navg": 24,
+            "nbeam": nbeam, "nchan": nchan, "npol": 4, "pols": "XX,YY,CR,CI",
+            "complex": False, "nbit": 32}
+
+
+def make_gulps(n, ntime=1024, nchan=3072, nbeam=1):
+    return [RNG.random((ntime, nbeam, nchan, 4), dtype=np.float32) * 1e5 for _ in range(n)]
+
+
+def mean64(x):
+    return x.astype(np.float64).mean(0).astype(np.float32)
+
+
+class Harness:
+    """An op with a SUB socket connected to it, main() in a thread, frames collected."""
+
+    def __init__(self, ring, **kw):
+        self.op = AvgStreamingOp(LOG, ring, streaming_port=0, **kw)
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(self.op.publisher.endpoint)
+        assert self.op.publisher.wait_for_subscribers(1, 5.0)  # before main() owns the socket
+        self.thread = threading.Thread(target=self.op.main, name="AvgStreamingOp")
+
+    def run(self, timeout=20.0):
+        self.thread.start()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "main() did not return"
+        return self.messages()
+
+    def messages(self, wait_ms=500):
+        out = []
+        while self.sub.poll(wait_ms):
+            parts = self.sub.recv_multipart()
+            out.append((json.loads(parts[1]), protocol.decode(parts)[1].copy()))
+        return out
+
+    def close(self):
+        self.op.shutdown()
+        self.thread.join(5) if self.thread.is_alive() else None
+        self.sub.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def harness():
+    made = []
+
+    def make(ring, **kw):
+        h = Harness(ring, **kw)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_constructor_matches_the_deployed_signature():
+    params = list(inspect.signature(AvgStreamingOp.__init__).parameters.values())[1:]
+    deployed = [("log", inspect.Parameter.empty), ("iring", inspect.Parameter.empty),
+                ("ntime_gulp", 250), ("guarantee", True), ("core", None),
+                ("streaming_addr", "127.0.0.1"), ("streaming_port", 9798),
+                ("stream_interval", 0.15), ("npack_per_gulp", 2)]
+    assert [(p.name, p.default) for p in params[:9]] == deployed
+    assert all(p.kind is p.KEYWORD_ONLY for p in params[9:])
+
+
+def test_two_frames_per_gulp_with_deployed_keys_values_and_quick_span_release(harness):
+    gulps = make_gulps(3)
+    ring = StandinRing([(ring_header(), gulps)])
+    h = harness(ring, ntime_gulp=1024)
+    assert h.op.shutdown_event is None
+    msgs = h.run()
+    assert len(msgs) == 6
+    assert ring.guarantee is True and ring.spans_released == 3
+    for k, (hdr, data) in enumerate(msgs):
+        g, i = divmod(k, 2)
+        assert list(hdr)[:8] == ["time_tag", "nbeam", "nchan", "npol", "timestamp",
+                                 "last_block_time", "data_shape", "data_type"]
+        assert hdr["time_tag"] == TAG0  # the sequence start, as deployed
+        t_end = TAG0 + 24 * 1024 * g * 8192 + 24 * 512 * (i + 1) * 8192  # dr_beam.py's formula
+        assert hdr["t_end_tag"] == t_end and hdr["t_start_tag"] == t_end - 512 * TPS
+        assert hdr["last_block_time"] == str(clock.tag_to_datetime(t_end))
+        assert hdr["seq"] == k and hdr["nint"] == 512 and hdr["pols"] == "XX,YY,XY_real,XY_imag"
+        np.testing.assert_array_equal(data, mean64(gulps[g][i * 512:(i + 1) * 512]))
+    # the deployed op held each span for >= stream_interval (0.15 s); ours only computes
+    assert max(ring.holds) < 0.1, ring.holds
+
+
+def test_no_sleeping_whatever_stream_interval_says(harness):
+    ring = StandinRing([(ring_header(nchan=64), make_gulps(20, 128, 64))])
+    h = harness(ring, ntime_gulp=128, stream_interval=5.0)
+    t0 = time.perf_counter()
+    assert len(h.run()) == 40
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_short_final_span_and_partial_window_then_next_sequence(harness):
+    g1 = [*make_gulps(2, 128, 64), RNG.random((100, 1, 64, 4), dtype=np.float32)]
+    tag2 = TAG0 + 10**6 * TPS
+    g2 = [*make_gulps(1, 128, 64), RNG.random((20, 1, 64, 4), dtype=np.float32)]
+    ring = StandinRing([(ring_header(64), g1), (ring_header(64, time_tag=tag2), g2)])
+    h = harness(ring, ntime_gulp=128)
+    msgs = h.run()
+    # sequence 1: 4 full frames of 64, then the short span: one full frame and a partial
+    # window of 36 >= 32 (half a frame) sent with nint 36; sequence 2: 2 frames, 20 < 32 dropped
+    assert [m[0]["nint"] for m in msgs] == [64] * 5 + [36] + [64] * 2
+    assert [m[0]["time_tag"] for m in msgs] == [TAG0] * 6 + [tag2] * 2
+    s1 = np.concatenate(g1)
+    np.testing.assert_array_equal(msgs[5][1], mean64(s1[320:]))
+    assert msgs[5][0]["t_end_tag"] == TAG0 + 356 * TPS
+    assert msgs[6][0]["t_start_tag"] == tag2 and msgs[7][0]["t_end_tag"] == tag2 + 128 * TPS
+    assert [m[0]["seq"] for m in msgs] == list(range(8))
+    assert h.op.averager.stats()["spectra_dropped"] == 20
+
+
+def endless(ntime, nchan):
+    g = np.ones((ntime, 1, nchan, 4), np.float32)
+    while True:
+        yield g
+
+
+@pytest.mark.parametrize("how", ["event", "shutdown"])
+def test_shutdown_ends_main_promptly_and_closes_the_socket(harness, how):
+    ring = StandinRing([(ring_header(64), endless(128, 64))], span_interval=0.02)
+    h = harness(ring, ntime_gulp=128)
+    h.op.shutdown_event = threading.Event()
+    h.thread.start()
+    assert h.sub.poll(5000)
+    t0 = time.perf_counter()
+    if how == "event":
+        h.op.shutdown_event.set()
+    else:
+        h.op.shutdown()
+        assert h.op.shutdown_event.is_set()
+    h.thread.join(2.0)
+    assert not h.thread.is_alive()
+    assert time.perf_counter() - t0 < 0.5
+    assert h.op.publisher.closed
+
+
+def test_shutdown_before_main_closes_at_once_and_main_returns():
+    ring = StandinRing([(ring_header(64), make_gulps(2, 128, 64))])
+    op = AvgStreamingOp(LOG, ring, ntime_gulp=128, streaming_port=0)
+    op.shutdown()
+    assert op.publisher.closed
+    op.main()  # returns without reading
+    assert ring.spans_released == 0
+
+
+def test_end_to_end_op_to_receiver_rows_times_and_seq(harness):
+    gulps = make_gulps(6, 128, 256)
+    ring = StandinRing([(ring_header(256), gulps)], span_interval=0.01)
+    h = harness(ring, ntime_gulp=128, beam=2)
+    with Receiver(endpoint=h.op.publisher.endpoint, buffer_length=64, product="I",
+                  factor=4) as rx:
+        assert h.op.publisher.wait_for_subscribers(2, 5.0)
+        h.run()
+        deadline = time.monotonic() + 5
+        while rx.get_buffer_status()["frames_received"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rows = rx.get_latest(64)
+        st = rx.get_buffer_status()
+    assert len(rows) == 12 and st["lost"] == 0 and st["rejected_total"] == 0
+    allspec = np.concatenate(gulps)
+    for k in range(12):
+        f = allspec[k * 64:(k + 1) * 64].astype(np.float64).mean(0).astype(np.float32)
+        ref = ((f[0, :, 0].astype(np.float64) + f[0, :, 1]) * 0.5).reshape(-1, 4).mean(1)
+        np.testing.assert_allclose(rows.data[k], ref.astype(np.float32), rtol=1e-6)
+    np.testing.assert_array_equal(rows.time_tags, TAG0 + (np.arange(12) + 1) * 64 * TPS)
+    np.testing.assert_array_equal(rows.seq, np.arange(12))
+    assert rx.stream_info["beam"] == 2
+    np.testing.assert_allclose(rows.freqs_mhz[0], (600 + 1.5) * clock.CHAN_BW / 1e6)
+
+
+# --- real Bifrost ----------------------------------------------------------------------------
+
+def test_on_a_real_bifrost_ring(harness):
+    bfring = pytest.importorskip("bifrost.ring")
+    ntime, nchan = 64, 96
+    gulp_bytes = ntime * nchan * 4 * 4
+    gulps = make_gulps(5, ntime, nchan)
+    ring = bfring.Ring(name="test-capture")
+    ring.resize(gulp_bytes, 4 * gulp_bytes)
+    h = harness(ring, ntime_gulp=ntime, core=0)  # pins the op's thread with bifrost.affinity
+    h.thread.start()  # reader first: it waits for the writer's sequence
+
+    with ring.begin_writing() as writer, writer.begin_sequence(
+            name="s0", time_tag=TAG0, header=json.dumps(ring_header(nchan))) as seq:
+        for g in gulps:
+            with seq.reserve(gulp_bytes) as span:
+                span.data_view(np.float32)[...] = g.reshape(1, -1)
+        with seq.reserve(gulp_bytes) as span:  # a short final span of 50 spectra
+            span.data_view(np.float32)[0, : 50 * nchan * 4] = gulps[0][:50].reshape(-1)
+            span.commit(50 * nchan * 16)
+    h.thread.join(10)
+    assert not h.thread.is_alive()
+    msgs = h.messages()
+    allspec = np.concatenate([*gulps, gulps[0][:50]])
+    assert [m[0]["nint"] for m in msgs] == [32] * 11 + [18]  # 370 spectra: 11 x 32, 18 >= 16
+    for k, (hdr, data) in enumerate(msgs):
+        np.testing.assert_array_equal(data, mean64(allspec[k * 32:(k + 1) * 32]))
+        assert hdr["t_end_tag"] == TAG0 + min((k + 1) * 32, 370) * TPS
