@@ -55,7 +55,7 @@ def server(rx):
 
 def send(pub: RawPublisher, rx: Receiver, n: int, nchan: int = NCHAN, pace: float = 0.0) -> None:
     start = rx.get_buffer_status()["frames_received"]
-    for i in range(n):
+    for _ in range(n):
         pub.send(frame(pub.seq, nchan), chan0=600, chan_bw=clock.CHAN_BW,
                  t_end_tag=clock.unix_to_tag(time.time()))
         if pace:
@@ -313,7 +313,8 @@ def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx
             ingest_s = time.monotonic() - t0
             t.join(30)
             st = rx.get_buffer_status()
-            stalled_stats = next(v for v in st["web"]["viewer"] if v["id"] != views[0].hello["viewer"])
+            me = views[0].hello["viewer"]
+            stalled_stats = next(v for v in st["web"]["viewer"] if v["id"] != me)
         finally:
             stalled.close()
     assert st["lost"] == 0 and st["frames_received"] == n and st["rejected_total"] == 0

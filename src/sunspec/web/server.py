@@ -19,6 +19,7 @@ Nothing served writes files or runs anything: the routes are the page's three st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -262,10 +263,8 @@ class WebServer:
     def _post(self, msg: _Message, ring: RingBuffer | None) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed since the check
                 loop.call_soon_threadsafe(self._broadcast, msg, ring)
-            except RuntimeError:  # the loop closed between the check and the call
-                pass
 
     def _broadcast(self, msg: _Message, ring: RingBuffer | None) -> None:
         """On the loop: keep the history for backfill and queue ``msg`` for every viewer."""
@@ -287,8 +286,8 @@ class WebServer:
             "nrows": ring.nrows if ring is not None else 0,
             "nfreq": ring.nfreq if ring is not None else 0,
             "freqs_mhz": None if freqs is None else np.round(freqs, 6).tolist(),
-            "stream": {k: info.get(k) for k in ("sender_id", "beam", "product", "factor",
-                                                "endpoint", "pols", "navg", "nint")},
+            "stream": {k: info.get(k) for k in ("sender_id", "beam", "beam_index", "product",
+                                                "factor", "endpoint", "pols", "navg", "nint")},
         }, default=_jsonable)
 
     # --- WebSocket --------------------------------------------------------------------------

@@ -34,8 +34,10 @@ function reset(meta) {
     state.column = state.offCtx.createImageData(1, state.nfreq);
   }
   const s = state.stream;
-  $("title").textContent = [s.beam != null ? `beam ${s.beam}` : null, s.product,
-    s.factor > 1 ? `${s.factor}:1 in frequency` : null].filter(Boolean).join(" · ") || "live";
+  const beam = s.beam ?? s.beam_index;
+  $("title").textContent = [beam != null ? `beam ${beam}` : null,
+    s.product != null ? `product ${s.product}` : null,
+    s.factor > 1 ? `${s.factor} channels averaged` : null].filter(Boolean).join(" · ") || "live";
   state.lastAuto = 0; state.dirty = true;
 }
 
@@ -253,7 +255,7 @@ function fmt(v) {
   return a !== 0 && (a >= 1e5 || a < 1e-2) ? v.toExponential(1) : +v.toPrecision(4) + "";
 }
 
-const SP = { left: 64, right: 84, top: 10, bottom: 34 };
+const SP = { left: 64, right: 84, top: 24, bottom: 34 };
 
 function drawSpectrum() {
   const { ctx, w, h } = setupCanvas($("spectrum"));
@@ -292,9 +294,12 @@ function drawSpectrum() {
   ctx.stroke();
   const t = state.times[col];
   ctx.fillStyle = AXIS; ctx.textAlign = "right"; ctx.textBaseline = "top";
-  ctx.fillText((hovered ? "spectrum at " : "latest spectrum ") + (t === t ? utc(t, true) + " UTC" : ""), SP.left + pw - 4, SP.top + 4);
+  ctx.fillText((hovered ? "spectrum at " : "latest spectrum ") + (t === t ? utc(t, true) + " UTC" : ""), SP.left + pw, 5);
   ctx.textAlign = "center";
   ctx.fillText(state.freqs ? "Frequency (MHz)" : "Channel", SP.left + pw / 2, SP.top + ph + 20);
+  ctx.save(); ctx.translate(14, SP.top + ph / 2); ctx.rotate(-Math.PI / 2);
+  ctx.textBaseline = "middle"; ctx.fillText(state.scale === "db" ? "Power (dB)" : "Power", 0, 0);
+  ctx.restore();
 }
 
 function frame() {
