@@ -6,13 +6,14 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from .kernels import PRODUCTS
 from .receiver import Receiver
 
-__all__ = ["format_status", "recv_main"]
+__all__ = ["format_status", "recv_main", "sim_main"]
 
 log = logging.getLogger("sunspec")
 
@@ -115,3 +116,98 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
             log.info("status: %s", format_status(receiver.get_buffer_status()))
     log.info("final status: %s", format_status(receiver.get_buffer_status()))
     return 0
+
+
+def sim_parser() -> argparse.ArgumentParser:
+    from .sim import DEFAULT_CHAN0, SimulatedStream, Simulator
+
+    d = Simulator.__init__.__kwdefaults__  # CLI defaults are the constructors'
+    ds = SimulatedStream.__init__.__kwdefaults__
+    p = argparse.ArgumentParser(
+        prog="sunspec-sim",
+        description="Stream synthetic OVRO-LWA power-beam spectra (quiet Sun, type II/III "
+        "bursts, RFI) through the recorder's averaging and publishing path.",
+    )
+    p.add_argument("--addr", default=SimulatedStream.__init__.__defaults__[0],
+                   help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=SimulatedStream.__init__.__defaults__[1],
+                   help="port to bind, 0 = any free one (default: %(default)s)")
+    p.add_argument("--endpoint", default=None,
+                   help="full ZeroMQ endpoint to bind, e.g. tcp://0.0.0.0:30001; overrides "
+                   "--addr/--port")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--speed", type=float, default=ds["speed"],
+                       help="data seconds per wall-clock second (default: %(default)s, real "
+                       "time)")
+    speed.add_argument("--fast", action="store_true", help="run as fast as possible")
+    p.add_argument("--duration", type=float, default=ds["duration"],
+                   help="seconds of data to stream, then stop (default: until interrupted)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="random seed; the same seed gives the same data (default: %(default)s)")
+    p.add_argument("--nbeam", type=int, default=d["nbeam"], help="beams (default: %(default)s)")
+    p.add_argument("--nchan", type=int, default=d["nchan"],
+                   help="channels (default: %(default)s)")
+    p.add_argument("--chan0", type=int, default=DEFAULT_CHAN0,
+                   help="first recorder channel (default: %(default)s, 14.4-87.8 MHz for "
+                   "3072 channels)")
+    p.add_argument("--ntime-gulp", type=int, default=d["ntime_gulp"],
+                   help="spectra per recorder gulp (default: %(default)s)")
+    p.add_argument("--navg", type=int, default=d["navg"],
+                   help="raw spectra integrated per recorder spectrum (default: %(default)s)")
+    frame = p.add_mutually_exclusive_group()
+    frame.add_argument("--nint", type=int, default=None,
+                       help="spectra averaged per frame (default: half a gulp, as deployed)")
+    frame.add_argument("--interval", type=float, default=None,
+                       help="seconds of data per frame (instead of --nint)")
+    p.add_argument("--beam", type=int, default=ds["beam"],
+                   help="beam number to put in headers (default: none)")
+    p.add_argument("--sndhwm", type=int, default=ds["sndhwm"],
+                   help="messages queued per subscriber before it loses some "
+                   "(default: %(default)s)")
+    p.add_argument("--type3-per-min", type=float, default=2.0,
+                   help="mean rate of type III bursts (default: %(default)s; 0 = none)")
+    p.add_argument("--type2-per-hour", type=float, default=4.0,
+                   help="mean rate of type II bursts (default: %(default)s; 0 = none)")
+    p.add_argument("--spike-rate", type=float, default=d["spike_rate"],
+                   help="impulsive broadband spikes per second (default: %(default)s)")
+    p.add_argument("--status-interval", type=float, default=10.0,
+                   help="log a one-line status every N seconds, 0 = never "
+                   "(default: %(default)s)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
+                   help="logging level (default: %(default)s)")
+    return p
+
+
+def sim_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sunspec-sim``."""
+    from .sim import SimulatedStream, random_bursts
+
+    args = sim_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    stop = _stop_event_on_signals()
+    bursts = random_bursts(args.seed, args.duration or 86400.0,
+                           type3_per_min=args.type3_per_min,
+                           type2_per_hour=args.type2_per_hour)
+    stream = SimulatedStream(
+        args.addr, args.port, endpoint=args.endpoint, speed=None if args.fast else args.speed,
+        duration=args.duration, nint=args.nint, interval=args.interval, sndhwm=args.sndhwm,
+        beam=args.beam, nbeam=args.nbeam, nchan=args.nchan, chan0=args.chan0,
+        ntime_gulp=args.ntime_gulp, navg=args.navg, seed=args.seed, bursts=bursts,
+        spike_rate=args.spike_rate,
+    )
+    with stream:
+        log.info("sunspec-sim publishing on %s", stream.endpoint)
+        last = time.monotonic()
+        while stream.running and not stop.wait(0.2):
+            if args.status_interval and time.monotonic() - last >= args.status_interval:
+                last = time.monotonic()
+                log.info("status: %s", format_sim_status(stream.stats()))
+    log.info("final status: %s", format_sim_status(stream.stats()))
+    return 1 if stream.error is not None else 0
+
+
+def format_sim_status(st: dict[str, Any]) -> str:
+    """One line of a simulated stream's counters."""
+    return (f"gulps {st['gulps']} frames sent {st.get('sent', 0)} dropped "
+            f"{st.get('dropped', 0)} seq {st.get('seq', 0)} subscriptions "
+            f"{st.get('subscriptions', 0)} late {st['late_s']:.3f}s")
