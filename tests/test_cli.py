@@ -76,3 +76,21 @@ def test_bad_product_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "sunspec", "--product", "Q"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "expected one of XX" in out.stderr
+
+
+def test_demo_runs_the_whole_system_in_one_command():
+    proc, lines = start_recv("--demo", "--status-interval", "0.5")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            line = wait_line(lines, "status: frames", timeout=max(deadline - time.monotonic(), 0))
+            frames = int(line.split("status: frames ")[1].split()[0])
+            if frames >= 4:
+                break
+        assert "lost 0" in line and "rejected 0" in line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

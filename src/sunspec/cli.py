@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from .kernels import PRODUCTS
@@ -82,6 +83,9 @@ def recv_parser() -> argparse.ArgumentParser:
                    "(default: %(default)s)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
                    help="logging level (default: %(default)s)")
+    p.add_argument("--demo", action="store_true",
+                   help="also run the simulator in this process, on a free loopback port, "
+                   "and receive from it (ignores --addr/--port/--endpoint)")
     return p
 
 
@@ -106,12 +110,20 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
     args = recv_parser().parse_args(argv)
     _configure_logging(args.log_level)
     stop = _stop_event_on_signals()
-    receiver = Receiver(
-        args.addr, args.port, endpoint=args.endpoint, buffer_length=args.buffer_length,
-        product=args.product, pol=args.pol, factor=args.factor, beam=args.beam,
-        gc_interval=args.gc_interval, chan0=args.chan0,
-    )
-    with receiver:
+    with ExitStack() as running:
+        endpoint = args.endpoint
+        if args.demo:
+            from .sim import SimulatedStream
+
+            demo = running.enter_context(SimulatedStream(port=0, wait_subscribers=1))
+            endpoint = demo.endpoint
+            log.info("demo: simulated recorder publishing on %s", endpoint)
+        receiver = Receiver(
+            args.addr, args.port, endpoint=endpoint, buffer_length=args.buffer_length,
+            product=args.product, pol=args.pol, factor=args.factor, beam=args.beam,
+            gc_interval=args.gc_interval, chan0=args.chan0,
+        )
+        running.enter_context(receiver)
         while not stop.wait(args.status_interval or None):
             log.info("status: %s", format_status(receiver.get_buffer_status()))
     log.info("final status: %s", format_status(receiver.get_buffer_status()))

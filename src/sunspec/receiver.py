@@ -194,6 +194,8 @@ class Receiver:
             "last_seq": st["last_seq"],
             "frame_rate": self._frame_rate(ring, now),
             "delay_s": now - st["last_timestamp"] if st["last_timestamp"] else None,
+            "latency_s": float(latest.arrival_unix[0]) - st["last_timestamp"]
+            if has_row and st["last_timestamp"] else None,
             "data_age_s": now - float(latest.end_unix[0]) if has_row else None,
             "latest_time": str(latest.times[0]) if has_row else None,
             "latest_min": float(np.min(row)) if has_row else None,
@@ -404,14 +406,14 @@ class Receiver:
 
     @staticmethod
     def _frame_rate(ring: RingBuffer | None, now: float, window: float = 10.0) -> float:
-        """Frames per second over the last ``window`` seconds of arrivals."""
-        if ring is None or ring.held < 2:
+        """Frames per second that arrived over the last ``window`` seconds (less at start)."""
+        if ring is None or ring.held == 0:
             return 0.0
-        arrivals = ring.recent_arrivals(1000)
-        recent = arrivals[arrivals >= now - window]
-        if len(recent) < 2:
-            return 0.0
-        return float((len(recent) - 1) / max(recent[-1] - recent[0], 1e-9))
+        arrivals = ring.recent_arrivals(min(ring.held, 10_000))
+        recent = arrivals[arrivals > now - window]
+        if len(recent) == len(arrivals):  # the ring does not reach back a whole window
+            window = now - recent[0] if len(recent) else window
+        return float(len(recent) / max(window, 1e-3))
 
 
 #: header keys that change with every message, left out of ``stream_info``
