@@ -98,7 +98,8 @@ def test_writer_rotates_its_own_files_only_and_reports_in_status(tmp_path):
     assert not writer.running
     mine = sorted(p.name for p in tmp_path.glob("beam0_*Z.png"))
     assert len(mine) == 2 and all(p.exists() for p in foreign)
-    assert st["failed"] == 0 and st["deleted"] >= 2 and st["last_path"].endswith(mine[-1])
+    # names have whole seconds, so two snapshots within one second share (and replace) a file
+    assert st["failed"] == 0 and st["deleted"] >= 1 and st["last_path"].endswith(mine[-1])
     for name in mine:
         read_png(tmp_path / name)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

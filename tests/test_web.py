@@ -271,13 +271,16 @@ def test_geometry_change_sends_a_reset_and_the_new_rings_rows(pub, rx, server):
     send(pub, rx, 3)
     fanned_out(server, 3)
     views: list[Viewer] = []
+    backfilled = threading.Event()
 
     def until(v: Viewer) -> bool:
+        if len(v.meta) == 1 and len(v.index) == 3:
+            backfilled.set()
         return len(v.meta) == 2 and len(v.index) >= 2
 
     t = threading.Thread(target=lambda: views.extend(asyncio.run(watch(server.url, until))))
     t.start()
-    assert wait_until(lambda: server.stats()["viewers"] == 1)
+    assert backfilled.wait(5)  # the backfill arrives with no new row to push it along
     send(pub, rx, 2, nchan=2 * NCHAN)
     t.join(10)
     v = views[0]

@@ -306,6 +306,7 @@ class WebServer:
             data = np.array([(MAGIC, len(chunk), self._nfreq)], HEADER).tobytes()
             viewer.queue.append(_Message(data + b"".join(chunk), len(chunk)))
         self._viewers[viewer.ident] = viewer
+        viewer.wake.set()
         self._counts["viewers_total"] += 1
         sender = asyncio.create_task(self._send_loop(viewer))
         try:

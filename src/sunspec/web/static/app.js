@@ -28,11 +28,9 @@ function reset(meta) {
   state.db = new Float32Array(size).fill(NaN);
   state.times = new Float64Array(state.nrows).fill(NaN);
   state.last = -1; state.count = 0; state.pending = [];
-  if (size > 0) {
-    state.off = new OffscreenCanvas(state.nrows, state.nfreq);
-    state.offCtx = state.off.getContext("2d");
-    state.column = state.offCtx.createImageData(1, state.nfreq);
-  }
+  state.off = size > 0 ? new OffscreenCanvas(state.nrows, state.nfreq) : null;
+  state.offCtx = state.off && state.off.getContext("2d");
+  state.column = state.offCtx && state.offCtx.createImageData(1, state.nfreq);
   const s = state.stream;
   const beam = s.beam ?? s.beam_index;
   $("title").textContent = [beam != null ? `beam ${beam}` : null,
