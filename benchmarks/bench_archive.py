@@ -69,9 +69,10 @@ FS = 196_000_000
 ctx = zmq.Context()
 sock = ctx.socket(zmq.XPUB)
 sock.setsockopt(zmq.SNDHWM, 1000)
+sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every receiver's subscription starts a run
 port = sock.bind_to_random_port("tcp://127.0.0.1")
 print(port, flush=True)
-seconds = float(sys.argv[1])
+seconds, rate = float(sys.argv[1]), float(sys.argv[2])
 frame = np.random.default_rng(0).random((1, 3072, 4), dtype=np.float32)
 while True:  # one run per subscription
     if sock.recv()[:1] != b"\\x01":
@@ -80,13 +81,18 @@ while True:  # one run per subscription
     t_end = time.monotonic() + seconds
     seq = 0
     t0 = {t0}
+    start = time.monotonic()
     while time.monotonic() < t_end:
+        if rate and seq > (time.monotonic() - start) * rate:
+            time.sleep(0.001)
+            continue
         tag = t0 + seq * FS // 2
         h = protocol.make_header(nbeam=1, nchan=3072, npol=4, time_tag=t0, t_end_tag=tag,
                                  sender_id="bench", seq=seq, chan0=600, chan_bw=FS / 8192,
                                  navg=24, nint=512, beam=1)
         sock.send_multipart(protocol.encode(frame, h))
         seq += 1
+    time.sleep(0.5)  # let the queue drain so that the end marker is not dropped
     sock.send_multipart([b"done", b"", b""])
 """
 
@@ -94,17 +100,15 @@ while True:  # one run per subscription
 def ingest(endpoint: str, seconds: float, fmt: str | None, directory: Path) -> dict:
     receiver = Receiver(endpoint=endpoint, buffer_length=1200).start()
     writer = ArchiveWriter(receiver, directory, fmt, span=900).start() if fmt else None
-    # wait for the run to start and end (the publisher sends 'done' as a bad topic)
-    while receiver.get_buffer_status()["frames_received"] == 0:
-        time.sleep(0.01)
-    t0 = time.perf_counter()
-    n0 = receiver.get_buffer_status()["frames_received"]
+    # the run ends with a message of another topic, which the receiver counts as rejected
+    deadline = time.monotonic() + seconds + 30
     while not receiver.get_buffer_status()["rejected"].get("topic"):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the publisher's run did not end")
         time.sleep(0.01)
-    dt = time.perf_counter() - t0
     st = receiver.get_buffer_status()
     receiver.stop()
-    out = {"rate": (st["frames_received"] - n0) / dt}
+    out = {"rate": st["frames_received"] / seconds}
     if writer is not None:
         writer.stop()
         ws = writer.status()
@@ -113,11 +117,43 @@ def ingest(endpoint: str, seconds: float, fmt: str | None, directory: Path) -> d
     return out
 
 
+def ingest_runs(args: argparse.Namespace, rate: float, root: Path) -> None:
+    pub = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_PUBLISHER.format(t0=T0)), str(args.seconds),
+         str(rate)], stdout=subprocess.PIPE, text=True)
+    try:
+        endpoint = f"tcp://127.0.0.1:{pub.stdout.readline().strip()}"
+        results: dict[str, list[dict]] = {"off": [], "hdf5": [], "fits": []}
+        for r in range(args.repeats):
+            for mode in results:
+                fmt = None if mode == "off" else mode
+                results[mode].append(ingest(endpoint, args.seconds, fmt,
+                                            root / f"i-{mode}-{r}"))
+    finally:
+        pub.kill()
+        pub.wait()
+        pub.stdout.close()
+    base = np.mean([x["rate"] for x in results["off"]])
+    for mode, runs in results.items():
+        rates = [x["rate"] for x in runs]
+        line = (f"   archive {mode:5s} ingest {np.mean(rates):8.0f} frames/s "
+                f"(runs: {', '.join(f'{x:.0f}' for x in rates)}) = "
+                f"{np.mean(rates) / base:5.2f} x off")
+        if mode != "off":
+            line += (f"; rows written {sum(x['written'] for x in runs)}, missed "
+                     f"{sum(x['missed'] for x in runs)}, files "
+                     f"{sum(x['files'] for x in runs)}")
+        print(line)
+
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=7200)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--rate", type=float, default=2000.0,
+                   help="paced publishing rate, frames/s (the flood run follows)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -127,33 +163,11 @@ def main() -> None:
             rate = throughput(fmt, args.rows, root / f"t-{fmt}")
             print(f"   {fmt:5s} {rate:10.0f} frames/s  = {rate / BEAMS_RATE:7.1f} x target")
 
-        print(f"2. receiver ingest, publisher flooding 1x3072x4 frames for {args.seconds} s")
-        pub = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(_PUBLISHER.format(t0=T0)), str(args.seconds)],
-            stdout=subprocess.PIPE, text=True)
-        try:
-            endpoint = f"tcp://127.0.0.1:{pub.stdout.readline().strip()}"
-            results: dict[str, list[dict]] = {"off": [], "hdf5": [], "fits": []}
-            for r in range(args.repeats):
-                for mode in results:
-                    fmt = None if mode == "off" else mode
-                    results[mode].append(ingest(endpoint, args.seconds, fmt,
-                                                root / f"i-{mode}-{r}"))
-        finally:
-            pub.kill()
-            pub.wait()
-            pub.stdout.close()
-        base = np.mean([x["rate"] for x in results["off"]])
-        for mode, runs in results.items():
-            rates = [x["rate"] for x in runs]
-            line = (f"   archive {mode:5s} ingest {np.mean(rates):8.0f} frames/s "
-                    f"(runs: {', '.join(f'{x:.0f}' for x in rates)}) = "
-                    f"{np.mean(rates) / base:5.2f} x off")
-            if mode != "off":
-                line += (f"; rows written {sum(x['written'] for x in runs)}, missed "
-                         f"{sum(x['missed'] for x in runs)}, files "
-                         f"{sum(x['files'] for x in runs)}")
-            print(line)
+        for rate in (args.rate, 0.0):
+            what = f"at {rate:.0f} frames/s" if rate else "as fast as it can"
+            print(f"2. receiver ingest, publisher sending 1x3072x4 frames {what} for "
+                  f"{args.seconds} s")
+            ingest_runs(args, rate, root / f"r{rate:.0f}")
 
 
 if __name__ == "__main__":
