@@ -10,8 +10,9 @@ directly with inconsistent arguments is undefined behaviour.
 
 from libc.string cimport memcpy
 
-cdef extern from "math.h" nogil:
-    bint isfinite(double x)
+cdef extern from "_simd.h" nogil:
+    void sunspec_accumulate_block(const float* x, Py_ssize_t stride, Py_ssize_t t0,
+                                  Py_ssize_t t1, double* acc, Py_ssize_t j0, Py_ssize_t j1)
 
 #: product code of Stokes-I-like total power, (pol 0 + pol 1) / 2
 PRODUCT_I = -1
@@ -25,38 +26,14 @@ cdef enum:
 
 def accumulate(const float[:, ::1] x, Py_ssize_t t0, Py_ssize_t t1, double[::1] acc) -> None:
     """acc[j] += x[t, j] for t0 <= t < t1, in order of t (float64 accumulation)."""
-    cdef Py_ssize_t t, j, j0, j1, m = x.shape[1]
-    cdef Py_ssize_t stride = m
-    cdef const float* base
-    cdef const float* r0
-    cdef const float* r1
-    cdef const float* r2
-    cdef const float* r3
-    cdef double* a
+    cdef Py_ssize_t j0, j1, m = x.shape[1]
     if t1 <= t0:
         return
-    base = &x[0, 0]
     with nogil:
         j0 = 0
         while j0 < m:
             j1 = min(j0 + ACC_BLOCK, m)
-            a = &acc[0]
-            t = t0
-            # four rows per pass halve the accumulator traffic; each element still sums
-            # its rows one after another, in time order
-            while t + 4 <= t1:
-                r0 = base + t * stride
-                r1 = r0 + stride
-                r2 = r1 + stride
-                r3 = r2 + stride
-                for j in range(j0, j1):
-                    a[j] = (((a[j] + r0[j]) + r1[j]) + r2[j]) + r3[j]
-                t += 4
-            while t < t1:
-                r0 = base + t * stride
-                for j in range(j0, j1):
-                    a[j] += r0[j]
-                t += 1
+            sunspec_accumulate_block(&x[0, 0], m, t0, t1, &acc[0], j0, j1)
             j0 = j1
 
 
