@@ -94,3 +94,45 @@ def test_demo_runs_the_whole_system_in_one_command():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_with_live_view_snapshots_and_archive(tmp_path):
+    import json
+    import urllib.request
+
+    import h5py
+
+    snaps, arch = tmp_path / "snaps", tmp_path / "arch"
+    proc, lines = start_recv("--demo", "--status-interval", "0.5", "--web", "--web-port", "0",
+                             "--snapshot-dir", str(snaps), "--snapshot-interval", "1",
+                             "--archive-dir", str(arch), "--archive-span", "60")
+    try:
+        url = wait_line(lines, "live view on ").split("live view on ")[1].strip()
+        deadline = time.monotonic() + 20
+        status = {}
+        while time.monotonic() < deadline and status.get("frames_received", 0) < 4:
+            time.sleep(0.5)
+            with urllib.request.urlopen(url + "api/status", timeout=5) as resp:  # loopback
+                status = json.load(resp)
+        assert status["frames_received"] >= 4 and status["lost"] == 0
+        assert "web" in status and "archive" in status
+        assert wait_until_files(snaps, "*.png")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    files = sorted(arch.glob("*.h5"))
+    assert files and not list(arch.glob("*.part"))
+    with h5py.File(files[-1], "r") as f:
+        assert f["Observation1/Tuning1/XX"].shape[1] == 1536
+
+
+def wait_until_files(directory, pattern, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if directory.exists() and list(directory.glob(pattern)):
+            return True
+        time.sleep(0.2)
+    return False

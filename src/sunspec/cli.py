@@ -86,6 +86,32 @@ def recv_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="also run the simulator in this process, on a free loopback port, "
                    "and receive from it (ignores --addr/--port/--endpoint)")
+    web = p.add_argument_group("live view (needs sunspec[web])")
+    web.add_argument("--web", action="store_true",
+                     help="serve the live waterfall page and its read-only API")
+    web.add_argument("--web-host", default="127.0.0.1",
+                     help="address the page is served on (default: %(default)s; 0.0.0.0 "
+                     "serves every interface)")
+    web.add_argument("--web-port", type=int, default=9527,
+                     help="port of the page (default: %(default)s)")
+    snap = p.add_argument_group("PNG snapshots (needs sunspec[snapshot])")
+    snap.add_argument("--snapshot-dir", default=None,
+                      help="write a two-panel PNG (spectrum, waterfall) here periodically")
+    snap.add_argument("--snapshot-interval", type=float, default=10.0,
+                      help="seconds between snapshots (default: %(default)s)")
+    snap.add_argument("--snapshot-keep", type=int, default=100,
+                      help="snapshots kept; older ones are deleted (default: %(default)s)")
+    arch = p.add_argument_group("archive (needs sunspec[archive])")
+    arch.add_argument("--archive-dir", default=None,
+                      help="write every received frame to files here")
+    arch.add_argument("--archive-format", choices=("hdf5", "fits"), default="hdf5",
+                      help="hdf5: the OVRO-LWA power-beam layout; fits: the e-CALLISTO "
+                      "layout (default: %(default)s)")
+    arch.add_argument("--archive-span", type=int, default=900,
+                      help="seconds of UTC per file, aligned to the clock (default: "
+                      "%(default)s)")
+    arch.add_argument("--archive-sun-above", type=float, default=None, metavar="DEG",
+                      help="archive only while the Sun is above DEG degrees elevation at OVRO")
     return p
 
 
@@ -103,6 +129,28 @@ def format_status(st: dict[str, Any]) -> str:
         f"restarts {st['restarts']} mean {num(st['latest_mean'], '.4g')} "
         f"rss {st['rss_mb']:.0f}MiB"
     )
+
+
+def _start_consumers(args: argparse.Namespace, receiver: Receiver, running: ExitStack) -> None:
+    """Start what reads the ring from its own thread: live view, snapshots, archive."""
+    if args.web:
+        from .web import serve
+
+        server = serve(receiver, host=args.web_host, port=args.web_port)
+        running.callback(server.stop)
+        log.info("live view on %s", server.url)
+    if args.snapshot_dir:
+        from .snapshot import SnapshotWriter
+
+        running.enter_context(SnapshotWriter(receiver, args.snapshot_dir,
+                                             interval=args.snapshot_interval,
+                                             keep=args.snapshot_keep))
+    if args.archive_dir:
+        from .archive import start_archive
+
+        writer = start_archive(receiver, args.archive_dir, fmt=args.archive_format,
+                               span=args.archive_span, sun_above=args.archive_sun_above)
+        running.callback(writer.stop)
 
 
 def recv_main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +171,8 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
             product=args.product, pol=args.pol, factor=args.factor, beam=args.beam,
             gc_interval=args.gc_interval, chan0=args.chan0,
         )
+        # consumers first, so that at exit the receiver stops first and they drain its ring
+        _start_consumers(args, receiver, running)
         running.enter_context(receiver)
         while not stop.wait(args.status_interval or None):
             log.info("status: %s", format_status(receiver.get_buffer_status()))

@@ -10,9 +10,11 @@ the stream is quiet and notices :meth:`Receiver.stop` within ``POLL_INTERVAL``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,6 +154,14 @@ class Receiver:
     def get_latest_data(self, n_frames: int = 1) -> np.ndarray:
         """The newest ``n_frames`` rows as a float32 array (n, nfreq), oldest first."""
         return self.get_latest(n_frames).data
+
+    def save_snapshot(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """Write a two-panel PNG (latest spectrum; waterfall) of the ring to ``path``,
+        atomically. Needs ``sunspec[snapshot]``; options in :func:`sunspec.snapshot.render_png`.
+        """
+        from .snapshot import save_snapshot
+
+        return save_snapshot(self, path, **kwargs)
 
     @property
     def stream_info(self) -> dict[str, Any]:

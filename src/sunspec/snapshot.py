@@ -87,6 +87,7 @@ def render_png(rows: Rows, path: str | os.PathLike, *, title: str = "", cmap: st
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a snapshot is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
