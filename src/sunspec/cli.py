@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import threading
@@ -131,25 +132,31 @@ def format_status(st: dict[str, Any]) -> str:
     )
 
 
+def _optional(module: str, extra: str, flag: str):
+    """Import an optional part of sunspec, or end with a message naming the extra it needs."""
+    try:
+        return importlib.import_module(module, __package__)
+    except ImportError as exc:
+        raise SystemExit(f"{flag} needs sunspec[{extra}]: pip install 'sunspec[{extra}]' "
+                         f"({exc})") from None
+
+
 def _start_consumers(args: argparse.Namespace, receiver: Receiver, running: ExitStack) -> None:
     """Start what reads the ring from its own thread: live view, snapshots, archive."""
     if args.web:
-        from .web import serve
-
-        server = serve(receiver, host=args.web_host, port=args.web_port)
+        server = _optional(".web", "web", "--web").serve(receiver, host=args.web_host,
+                                                           port=args.web_port)
         running.callback(server.stop)
         log.info("live view on %s", server.url)
     if args.snapshot_dir:
-        from .snapshot import SnapshotWriter
-
-        running.enter_context(SnapshotWriter(receiver, args.snapshot_dir,
-                                             interval=args.snapshot_interval,
-                                             keep=args.snapshot_keep))
+        snapshot = _optional(".snapshot", "snapshot", "--snapshot-dir")
+        running.enter_context(snapshot.SnapshotWriter(receiver, args.snapshot_dir,
+                                                      interval=args.snapshot_interval,
+                                                      keep=args.snapshot_keep))
     if args.archive_dir:
-        from .archive import start_archive
-
-        writer = start_archive(receiver, args.archive_dir, fmt=args.archive_format,
-                               span=args.archive_span, sun_above=args.archive_sun_above)
+        archive = _optional(".archive", "archive", "--archive-dir")
+        writer = archive.start_archive(receiver, args.archive_dir, fmt=args.archive_format,
+                                       span=args.archive_span, sun_above=args.archive_sun_above)
         running.callback(writer.stop)
 
 
