@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from streams import RawPublisher, const_frame
@@ -16,7 +18,9 @@ FLAGS = ["--addr", "--port", "--endpoint", "--buffer-length", "--gc-interval", "
          "--product", "--pol", "--factor", "--chan0", "--status-interval", "--beam"]
 
 
-def start_recv(*args: str) -> tuple[subprocess.Popen, queue.Queue]:
+@contextmanager
+def running_recv(*args: str) -> Iterator[tuple[subprocess.Popen, queue.Queue]]:
+    """``python -m sunspec ARGS`` with its log lines in a queue; killed if still running."""
     proc = subprocess.Popen([sys.executable, "-m", "sunspec", *args], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     lines: queue.Queue = queue.Queue()
@@ -26,7 +30,12 @@ def start_recv(*args: str) -> tuple[subprocess.Popen, queue.Queue]:
             lines.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
+    try:
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def wait_line(lines: queue.Queue, words: str, timeout: float = 15.0) -> str:
@@ -46,21 +55,18 @@ def wait_line(lines: queue.Queue, words: str, timeout: float = 15.0) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_recv_reports_status_and_exits_zero_on_signal(sig):
     pub = RawPublisher()
-    proc, lines = start_recv("--endpoint", pub.endpoint, "--status-interval", "0.2",
-                             "--product", "I", "--factor", "4")
     try:
-        pub.wait_subscriber(timeout=15)
-        for i in range(3):
-            pub.send(const_frame(float(i)))
-        line = wait_line(lines, "status: frames 3 held 3/1200")
-        assert "lost 0" in line and "rejected 0" in line and "mean 2" in line
-        proc.send_signal(sig)
-        assert proc.wait(10) == 0
-        wait_line(lines, "final status: frames 3", timeout=5)
+        with running_recv("--endpoint", pub.endpoint, "--status-interval", "0.2",
+                          "--product", "I", "--factor", "4") as (proc, lines):
+            pub.wait_subscriber(timeout=15)
+            for i in range(3):
+                pub.send(const_frame(float(i)))
+            line = wait_line(lines, "status: frames 3 held 3/1200")
+            assert "lost 0" in line and "rejected 0" in line and "mean 2" in line
+            proc.send_signal(sig)
+            assert proc.wait(10) == 0
+            wait_line(lines, "final status: frames 3", timeout=5)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         pub.close()
 
 
@@ -79,21 +85,15 @@ def test_bad_product_is_a_usage_error():
 
 
 def test_demo_runs_the_whole_system_in_one_command():
-    proc, lines = start_recv("--demo", "--status-interval", "0.5")
-    try:
+    with running_recv("--demo", "--status-interval", "0.5") as (proc, lines):
         deadline = time.monotonic() + 20
-        while True:
+        frames = 0
+        while frames < 4:
             line = wait_line(lines, "status: frames", timeout=max(deadline - time.monotonic(), 0))
             frames = int(line.split("status: frames ")[1].split()[0])
-            if frames >= 4:
-                break
         assert "lost 0" in line and "rejected 0" in line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_demo_with_live_view_snapshots_and_archive(tmp_path):
@@ -103,10 +103,9 @@ def test_demo_with_live_view_snapshots_and_archive(tmp_path):
     import h5py
 
     snaps, arch = tmp_path / "snaps", tmp_path / "arch"
-    proc, lines = start_recv("--demo", "--status-interval", "0.5", "--web", "--web-port", "0",
-                             "--snapshot-dir", str(snaps), "--snapshot-interval", "1",
-                             "--archive-dir", str(arch), "--archive-span", "60")
-    try:
+    with running_recv("--demo", "--status-interval", "0.5", "--web", "--web-port", "0",
+                      "--snapshot-dir", str(snaps), "--snapshot-interval", "1",
+                      "--archive-dir", str(arch), "--archive-span", "60") as (proc, lines):
         url = wait_line(lines, "live view on ").split("live view on ")[1].strip()
         deadline = time.monotonic() + 20
         status = {}
@@ -119,10 +118,6 @@ def test_demo_with_live_view_snapshots_and_archive(tmp_path):
         assert wait_until_files(snaps, "*.png")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     files = sorted(arch.glob("*.h5"))
     assert files and not list(arch.glob("*.part"))
     with h5py.File(files[-1], "r") as f:

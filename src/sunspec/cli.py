@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import signal
 import threading
@@ -49,16 +50,22 @@ def _product(text: str) -> str | int:
             f"expected one of {', '.join(PRODUCTS)} or a pol index, got {text!r}") from None
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    """Default values of a class's constructor parameters: CLI defaults are the same."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def recv_parser() -> argparse.ArgumentParser:
-    d = Receiver.__init__.__kwdefaults__  # CLI defaults are the constructor's
+    d = _defaults(Receiver)
     p = argparse.ArgumentParser(
         prog="sunspec-recv",
         description="Receive a sunspec / OVRO-LWA spectrum stream into a ring buffer and "
         "report its status.",
     )
-    p.add_argument("--addr", default=Receiver.__init__.__defaults__[0],
+    p.add_argument("--addr", default=d["addr"],
                    help="address of the sender's PUB socket (default: %(default)s)")
-    p.add_argument("--port", type=int, default=Receiver.__init__.__defaults__[1],
+    p.add_argument("--port", type=int, default=d["port"],
                    help="port of the sender (default: %(default)s; deployed recorders use "
                    "30000 + beam)")
     p.add_argument("--endpoint", default=None,
@@ -190,16 +197,16 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
 def sim_parser() -> argparse.ArgumentParser:
     from .sim import DEFAULT_CHAN0, SimulatedStream, Simulator
 
-    d = Simulator.__init__.__kwdefaults__  # CLI defaults are the constructors'
-    ds = SimulatedStream.__init__.__kwdefaults__
+    d = _defaults(Simulator)
+    ds = _defaults(SimulatedStream)
     p = argparse.ArgumentParser(
         prog="sunspec-sim",
         description="Stream synthetic OVRO-LWA power-beam spectra (quiet Sun, type II/III "
         "bursts, RFI) through the recorder's averaging and publishing path.",
     )
-    p.add_argument("--addr", default=SimulatedStream.__init__.__defaults__[0],
+    p.add_argument("--addr", default=ds["addr"],
                    help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=SimulatedStream.__init__.__defaults__[1],
+    p.add_argument("--port", type=int, default=ds["port"],
                    help="port to bind, 0 = any free one (default: %(default)s)")
     p.add_argument("--endpoint", default=None,
                    help="full ZeroMQ endpoint to bind, e.g. tcp://0.0.0.0:30001; overrides "
