@@ -100,8 +100,9 @@ def test_demo_with_live_view_snapshots_and_archive(tmp_path):
     import json
     import urllib.request
 
-    import h5py
-
+    h5py = pytest.importorskip("h5py")  # the optional parts need their extras
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("matplotlib")
     snaps, arch = tmp_path / "snaps", tmp_path / "arch"
     with running_recv("--demo", "--status-interval", "0.5", "--web", "--web-port", "0",
                       "--snapshot-dir", str(snaps), "--snapshot-interval", "1",
