@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import zmq
 
 from . import _core, memory
 from ._log import RateLimitedLog
+from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
 from .kernels import product_code
 from .protocol import REJECT_REASONS, TOPIC, FrameHeader, ProtocolError, parse_header
@@ -39,14 +39,18 @@ _BATCH = 256
 _GEOMETRY = "geometry"
 
 
-class Receiver:
+class Receiver(Worker):
     """Subscribe to a spectrum stream and keep the newest ``buffer_length`` reduced frames.
 
     Each frame (nbeam, nchan, npol) becomes one ring row: ``beam``'s ``product`` (a pol name
     ``XX``/``YY``/``XY_real``/``XY_imag``, ``I`` = (XX+YY)/2, ``V`` = XY_imag, or a pol index
     via ``pol``) averaged over ``factor`` adjacent channels. ``chan0`` names the first
     recorder channel for version 1 streams, which do not carry it, so rows get frequencies.
+    :meth:`start` and :meth:`stop` may be called at any time and repeatedly; :meth:`stop`
+    returns within ``POLL_INTERVAL`` and leaves the held data readable.
     """
+
+    stop_timeout = 2.0
 
     def __init__(
         self,
@@ -84,19 +88,18 @@ class Receiver:
         self.max_message_bytes = max_message_bytes
         self.rcvhwm = rcvhwm
         self._context = context
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        super().__init__()
         self._status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
         self._ring: RingBuffer | None = None
         self._rlog = RateLimitedLog(log)
         self._reset_stats()
 
-    # --- lifecycle --------------------------------------------------------------------------
-    def start(self) -> Receiver:
-        """Connect and start the receiving thread (no-op if running)."""
-        if self.running:
-            return self
-        self._stop.clear()
+    # --- lifecycle (start, stop, running, context manager: Worker) ---------------------------
+    def _thread_name(self) -> str:
+        return f"sunspec-recv {self.endpoint}"
+
+    def _prepare(self) -> tuple[zmq.Socket]:
+        """Connect the SUB socket the receiving thread will own."""
         ctx = self._context or zmq.Context.instance()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
@@ -104,32 +107,9 @@ class Receiver:
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
         sock.connect(self.endpoint)
         self._started_at = time.time()
-        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True,
-                                        name=f"sunspec-recv {self.endpoint}")
-        self._thread.start()
         log.info("receiving from %s (%s, factor %d, beam %d)", self.endpoint, self.product,
                  self.factor, self.beam)
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop the receiving thread and close its socket; held data stays readable."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(timeout)
-        if thread.is_alive():  # pragma: no cover - only if a kernel call hangs
-            log.error("receiving thread did not stop within %.1f s", timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self) -> Receiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return (sock,)
 
     # --- data access ------------------------------------------------------------------------
     @property

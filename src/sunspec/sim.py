@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ._worker import Worker
 from .clock import CHAN_BW, FS, ticks_per_spectrum, unix_to_tag
 from .sender import Averager, Publisher
 
@@ -383,7 +383,7 @@ class Simulator:
             i += 1
 
 
-class SimulatedStream:
+class SimulatedStream(Worker):
     """A :class:`Simulator` streamed through :class:`sunspec.Averager` and
     :class:`sunspec.Publisher` from a background thread.
 
@@ -416,8 +416,7 @@ class SimulatedStream:
         self.publisher: Publisher | None = None
         self.gulps_done = 0
         self.late_s = 0.0  # worst lag behind the real-time schedule
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        super().__init__()
         self._error: BaseException | None = None
 
     @property
@@ -425,22 +424,17 @@ class SimulatedStream:
         """The bound endpoint (after :meth:`start`)."""
         return self.publisher.endpoint if self.publisher is not None else None
 
-    def start(self) -> SimulatedStream:
-        """Bind the publisher and start streaming (raises if binding fails)."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
+    def _thread_name(self) -> str:
+        return f"sunspec-sim {self.publisher.endpoint}"
+
+    def _prepare(self) -> tuple[()]:
+        """Bind the publisher (raises if binding fails; a stream runs once)."""
+        if self.publisher is not None:
+            raise RuntimeError("already started: a SimulatedStream runs once")
         self.publisher = Publisher(endpoint=self._bind, sndhwm=self.sndhwm, beam=self.beam)
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"sunspec-sim {self.publisher.endpoint}")
-        self._thread.start()
         log.info("simulating on %s (speed %s, seed %d)", self.publisher.endpoint,
                  self.speed or "max", self.sim.seed)
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop streaming and close the socket (idempotent)."""
-        self._stop.set()
-        self.join(timeout)
+        return ()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the stream to end (``duration`` reached or stopped); True if it has."""
@@ -451,19 +445,9 @@ class SimulatedStream:
         return True
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
     def error(self) -> BaseException | None:
         """The exception that ended the streaming thread, if any."""
         return self._error
-
-    def __enter__(self) -> SimulatedStream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def stats(self) -> dict[str, Any]:
         """Publisher and averager counters, gulps made and the worst real-time lag."""

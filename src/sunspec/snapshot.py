@@ -14,13 +14,13 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._worker import Worker
 from .receiver import Receiver
 from .ring import Rows
 
@@ -116,13 +116,16 @@ def save_snapshot(source: Receiver | Rows, path: str | os.PathLike, **kwargs: An
     return render_png(rows, path, **kwargs)
 
 
-class SnapshotWriter:
+class SnapshotWriter(Worker):
     """Every ``interval`` s, write ``directory/{prefix}_YYYYmmddTHHMMSSZ.png`` of the ring,
     named by its newest row's UTC time, and delete all but the newest ``keep`` such files.
 
     Runs in its own thread; a snapshot is skipped while no new row has arrived. Its counters
-    appear in the receiver's status under ``"snapshots"``.
+    appear in the receiver's status under ``"snapshots"``. :meth:`stop` lets a snapshot in
+    progress finish.
     """
+
+    stop_timeout = 10.0
 
     def __init__(self, receiver: Receiver, directory: str | os.PathLike, *,
                  interval: float = 10.0, keep: int = 100, prefix: str = "sunspec",
@@ -139,40 +142,16 @@ class SnapshotWriter:
         self.keep = keep
         self.prefix = prefix
         self.render = render
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._last_row: tuple[int, int] | None = None  # (id of ring, total) last drawn
         self._counts: dict[str, Any] = {"written": 0, "failed": 0, "deleted": 0,
                                         "last_path": None, "last_seconds": None,
                                         "last_error": None}
 
-    def start(self) -> SnapshotWriter:
-        """Create the directory and start the thread (no-op if running)."""
-        if self.running:
-            return self
+    def _prepare(self) -> tuple[()]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="sunspec-snapshot")
-        self._thread.start()
         self.receiver.add_status_source("snapshots", self.stats)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the snapshot in progress, if any (idempotent)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self) -> SnapshotWriter:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return ()
 
     def stats(self) -> dict[str, Any]:
         return dict(self._counts, directory=str(self.directory), keep=self.keep,

@@ -24,7 +24,6 @@ import errno
 import itertools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._log import RateLimitedLog
+from .._worker import Worker
 from ..clock import FS, tag_to_datetime
 from ..ring import RingBuffer, Rows
 from . import fits, hdf5
@@ -151,13 +151,16 @@ class _Open:
     rows: int = 0
 
 
-class ArchiveWriter:
+class ArchiveWriter(Worker):
     """Archive a receiver's rows to ``directory`` in ``fmt`` ('hdf5' or 'fits'), one file per
     ``span`` seconds of UTC.
 
     ``receiver`` needs only ``ring`` and ``stream_info`` (see :class:`ReceiverLike`).
     ``sun_above`` (degrees) keeps only rows taken while the Sun is higher than that at OVRO.
+    :meth:`stop` writes what the ring still holds for the writer and completes the open file.
     """
+
+    stop_timeout = 30.0
 
     def __init__(
         self,
@@ -191,8 +194,7 @@ class ArchiveWriter:
 
             self._sun = SunGate(sun_above)
         self._span_ticks = self.span * FS
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        super().__init__()
         self._rlog = RateLimitedLog(log)
         self._open: _Open | None = None
         self._ring: RingBuffer | None = None
@@ -206,38 +208,14 @@ class ArchiveWriter:
             "rows_dropped": 0, "rows_skipped_sun": 0, "errors": {}, "last_error": None,
         }
 
-    # --- lifecycle --------------------------------------------------------------------------
-    def start(self) -> ArchiveWriter:
-        """Start the writing thread (no-op if running)."""
-        if self.running:
-            return self
-        self._stop.clear()
+    # --- lifecycle (start, stop, running, context manager: Worker) ---------------------------
+    def _thread_name(self) -> str:
+        return f"sunspec-archive {self.directory}"
+
+    def _prepare(self) -> tuple[()]:
         self._first_ring = self.receiver.ring
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"sunspec-archive {self.directory}")
-        self._thread.start()
         log.info("archiving %s files of %d s to %s", self.fmt, self.span, self.directory)
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Write what the ring still holds for the writer, complete the open file, stop."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(timeout)
-        if thread.is_alive():  # pragma: no cover - a hung disk
-            log.error("archive thread did not stop within %.1f s", timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self) -> ArchiveWriter:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return ()
 
     def status(self) -> dict[str, Any]:
         """Counters for the receiver's status (``add_status_source``)."""

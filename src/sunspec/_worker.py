@@ -1,0 +1,70 @@
+"""Worker: the start/stop life cycle shared by sunspec's background threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, TypeVar
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+W = TypeVar("W", bound="Worker")
+
+
+class Worker:
+    """Runs :meth:`_run` in one daemon thread from :meth:`start` until :meth:`stop`.
+
+    Subclasses implement ``_run(*args)``, which must return soon after ``self._stop`` is set,
+    and may override ``_prepare()``: it runs in the caller's thread before the thread starts
+    (bind sockets, make directories; its exceptions reach the caller) and returns the
+    arguments of ``_run``. ``stop_timeout`` is how long :meth:`stop` waits by default.
+    """
+
+    stop_timeout: float = 5.0
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _thread_name(self) -> str:
+        return f"sunspec-{type(self).__name__}"
+
+    def _prepare(self) -> tuple[Any, ...]:
+        return ()
+
+    def _run(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    def start(self: W) -> W:
+        """Start the thread (no-op if it is running); returns self."""
+        if self.running:
+            return self
+        self._stop.clear()
+        args = self._prepare()
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True,
+                                        name=self._thread_name())
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the thread to end and wait for it (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(self.stop_timeout if timeout is None else timeout)
+        if thread.is_alive():  # pragma: no cover - only if a blocking call hangs
+            log.error("%s did not stop within %.1f s", thread.name, timeout or self.stop_timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while the thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self: W) -> W:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
