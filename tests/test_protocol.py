@@ -110,6 +110,7 @@ def with_header(**change):
         (with_header(sender_id=5), "keys"),
         (with_header(data_type="<f8"), "dtype"),
         (with_header(data_type=">f4"), "dtype"),
+        (with_header(encoding="zstd"), "encoding"),
         ([*good_parts()[:2], good_parts()[2][:-4]], "size"),
         ([*good_parts()[:2], good_parts()[2] + b"\0\0\0\0"], "size"),
         ([*good_parts()[:2], b""], "size"),

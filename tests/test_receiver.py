@@ -194,6 +194,7 @@ def bad_messages(pub):
                    [b"data", b"\xff", good[2]]],
         "keys": [with_hdr(nchan="3072"), with_hdr(timestamp=None)],
         "dtype": [with_hdr(data_type="<f8")],
+        "encoding": [with_hdr(encoding="zstd")],
         "size": [[*good[:2], good[2][:-4]], [*good[:2], good[2] + good[2]]],
         "nonfinite": [[good[0], good[1], nan_frame.tobytes()]],
         # a 1-pol stream cannot give the product I

@@ -47,6 +47,7 @@ REJECT_REASONS = (
     "header",  # header not UTF-8 JSON, or not an object
     "keys",  # a required key missing, or a key of the wrong type or value
     "dtype",  # data_type other than "<f4"
+    "encoding",  # a payload encoding other than "raw" (version 2 key)
     "size",  # payload size differs from the header's shape
     "oversize",  # message larger than the receiver accepts
     "nonfinite",  # NaN or inf in the values a receiver keeps
@@ -168,6 +169,10 @@ def parse_header(data: bytes | bytearray | memoryview) -> FrameHeader:
     dtype = h.get("data_type", DATA_TYPE)
     if dtype != DATA_TYPE:
         raise ProtocolError("dtype", f"data_type {dtype!r}, only {DATA_TYPE!r} is accepted")
+    encoding = h.get("encoding", "raw")
+    if encoding != "raw":
+        raise ProtocolError("encoding", f"payload encoding {encoding!r}; this receiver "
+                            "reads only 'raw'")
     nbeam, nchan, npol = _int(h, "nbeam", 1), _int(h, "nchan", 1), _int(h, "npol", 1)
     shape = h.get("data_shape", [nbeam, nchan, npol])
     if shape != [nbeam, nchan, npol]:
