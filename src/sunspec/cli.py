@@ -50,6 +50,15 @@ def _product(text: str) -> str | int:
             f"expected one of {', '.join(PRODUCTS)} or a pol index, got {text!r}") from None
 
 
+def _add_reporting_arguments(p: argparse.ArgumentParser) -> None:
+    """--status-interval and --log-level, the same in every program."""
+    p.add_argument("--status-interval", type=float, default=10.0,
+                   help="log a one-line status every N seconds, 0 = never "
+                   "(default: %(default)s)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
+                   help="logging level (default: %(default)s)")
+
+
 def _defaults(cls: type) -> dict[str, Any]:
     """Default values of a class's constructor parameters: CLI defaults are the same."""
     return {name: p.default for name, p in inspect.signature(cls).parameters.items()
@@ -86,11 +95,7 @@ def recv_parser() -> argparse.ArgumentParser:
     p.add_argument("--chan0", type=int, default=d["chan0"],
                    help="first recorder channel, for frequencies of version 1 streams "
                    "(the field's receivers assumed 600)")
-    p.add_argument("--status-interval", type=float, default=10.0,
-                   help="log a one-line status every N seconds, 0 = never "
-                   "(default: %(default)s)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
-                   help="logging level (default: %(default)s)")
+    _add_reporting_arguments(p)
     p.add_argument("--demo", action="store_true",
                    help="also run the simulator in this process, on a free loopback port, "
                    "and receive from it (ignores --addr/--port/--endpoint)")
@@ -246,11 +251,7 @@ def sim_parser() -> argparse.ArgumentParser:
                    help="mean rate of type II bursts (default: %(default)s; 0 = none)")
     p.add_argument("--spike-rate", type=float, default=d["spike_rate"],
                    help="impulsive broadband spikes per second (default: %(default)s)")
-    p.add_argument("--status-interval", type=float, default=10.0,
-                   help="log a one-line status every N seconds, 0 = never "
-                   "(default: %(default)s)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="INFO",
-                   help="logging level (default: %(default)s)")
+    _add_reporting_arguments(p)
     return p
 
 
