@@ -317,6 +317,15 @@ def test_stop_is_prompt_and_restartable(pub):
         pub.send(const_frame(4.0))
         frames_received(r, 1)
     assert r.get_latest_data(1)[0, 0] == 4.0  # data stays readable after stop
+    pub.send(const_frame(5.0))  # sent while nobody listens: not ours to lose
+    time.sleep(0.1)
+    pub.forget_subscriptions()
+    with r:
+        pub.wait_subscriber()
+        pub.send(const_frame(6.0))
+        frames_received(r, 2)
+    assert r.get_latest_data(5)[:, 0].tolist() == [4.0, 6.0]
+    assert r.get_buffer_status()["lost"] == 0
 
 
 def test_memory_api_and_gc(pub, receiver_for):

@@ -107,6 +107,7 @@ class Receiver(Worker):
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
         sock.connect(self.endpoint)
         self._started_at = time.time()
+        self._stats["last_seq"] = None  # what was sent while we were stopped is not lost
         log.info("receiving from %s (%s, factor %d, beam %d)", self.endpoint, self.product,
                  self.factor, self.beam)
         return (sock,)
