@@ -1,4 +1,4 @@
-"""The sunspec wire format, in one place (see PROTOCOL.md of the project).
+"""The sunspec wire format, in one place (see docs/PROTOCOL.md).
 
 A message is three ZeroMQ frames: the topic ``b"data"``, a UTF-8 JSON header object, and the
 payload of raw little-endian float32 in C order, shape ``data_shape = [nbeam, nchan, npol]``.
