@@ -16,3 +16,14 @@ def reduce_frame(
     row: int,
 ) -> int: ...
 def copy_rows(src: NDArray[np.uint8], head: int, n: int, out: NDArray[np.uint8]) -> None: ...
+
+class FrameReducer:
+    def __init__(
+        self,
+        frame: NDArray[np.float32],
+        beam: int,
+        product: int,
+        factor: int,
+        ring: NDArray[np.float32],
+    ) -> None: ...
+    def reduce(self, row: int) -> int: ...
