@@ -107,6 +107,8 @@ def with_header(**change):
         (with_header(t_end_tag=..., last_block_time="yesterday"), "keys"),
         (with_header(t_end_tag=..., last_block_time="2025-08-01T12:00:00+00:00"), "keys"),
         (with_header(seq=-1), "keys"),
+        (with_header(t_end_tag=2**63), "keys"),
+        (with_header(time_tag=2**70), "keys"),
         (with_header(sender_id=5), "keys"),
         (with_header(data_type="<f8"), "dtype"),
         (with_header(data_type=">f4"), "dtype"),

@@ -378,3 +378,62 @@ def test_constructor_checks():
         Receiver(buffer_length=0)
     with pytest.raises(ValueError, match="factor"):
         Receiver(factor=0)
+
+
+def test_random_malformed_messages_are_all_accounted_for(pub, receiver_for):
+    """Seeded garbage: every message is a row or a counted rejection; rows stay good."""
+    r = receiver_for(buffer_length=64)
+    rng = np.random.default_rng(7)
+    good = pub.header(const_frame(0.0))
+    payload = const_frame(1.0).tobytes()
+    junk_values = [None, True, -1, 0, 2**70, 1.5, float("nan"), "x", [], {}, [1, 2, 3]]
+    sent_good = 0
+    for _ in range(300):
+        kind = rng.integers(6)
+        h = dict(good, seq=pub.seq, timestamp=time.time())
+        parts = [b"data", None, payload]
+        if kind == 0:  # a key mutated to a value of another type
+            key = list(h)[rng.integers(len(h))]
+            h[key] = junk_values[rng.integers(len(junk_values))]
+        elif kind == 1:  # a key removed
+            del h[list(h)[rng.integers(len(h))]]
+        elif kind == 2:  # random bytes instead of the header
+            parts[1] = rng.bytes(int(rng.integers(0, 64)))
+        elif kind == 3:  # payload cut or padded by a random amount
+            parts[2] = payload[: int(rng.integers(0, len(payload)))] + rng.bytes(
+                int(rng.integers(0, 3)) * 4)
+        elif kind == 4:  # 1, 2 or 4 frames
+            parts = [b"data", json.dumps(h).encode(), payload, b"x"][: int(rng.choice([1, 2, 4]))]
+        if len(parts) == 3 and parts[1] is None:
+            parts[1] = json.dumps(h).encode()
+        pub.send_parts(parts)
+        pub.seq += 1
+        sent_good += kind == 5
+    pub.send(const_frame(1.0))  # a last good one
+    assert wait_until(lambda: r.get_buffer_status()["messages"] == 301, 10), r.get_buffer_status()
+    st = r.get_buffer_status()
+    assert st["running"] and st["rejected"]["internal"] == 0
+    assert st["frames_received"] + st["rejected_total"] == 301
+    assert st["frames_received"] >= sent_good + 1
+    rows = r.get_latest(64)
+    assert (rows.data == 1.0).all()  # no garbage ever reached a row
+
+
+def test_a_bug_while_handling_one_message_does_not_end_reception(pub, receiver_for):
+    r = receiver_for()
+    accept = r._accept
+    calls = []
+
+    def broken_once(h, arrival):
+        calls.append(h.seq)
+        if len(calls) == 1:
+            raise RuntimeError("simulated bug")
+        accept(h, arrival)
+
+    r._accept = broken_once
+    pub.send(const_frame(1.0))
+    pub.send(const_frame(2.0))
+    frames_received(r, 1)
+    st = r.get_buffer_status()
+    assert st["running"] and st["rejected"]["internal"] == 1
+    assert r.get_latest_data(5)[:, 0].tolist() == [2.0]

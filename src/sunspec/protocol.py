@@ -145,12 +145,18 @@ def encode(frame: np.ndarray, header: dict[str, Any]) -> list[bytes | memoryview
     return [TOPIC, json.dumps(header).encode("ascii"), memoryview(frame).cast("B")]
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _int(h: dict[str, Any], key: str, minimum: int | None = None) -> int:
+    """An integer key, within int64 (tags and counters are stored as int64)."""
     v = h.get(key)
     if type(v) is not int:
         raise ProtocolError("keys", f"{key!r} must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
         raise ProtocolError("keys", f"{key!r} must be >= {minimum}, got {v}")
+    if v > _INT64_MAX:
+        raise ProtocolError("keys", f"{key!r} does not fit in 64 bits: {v}")
     return v
 
 

@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.25
 #: messages handled per wake-up before housekeeping (stop check, GC) gets a turn
 _BATCH = 256
-#: receiver-side reason: the stream's geometry cannot give the requested beam/product/factor
+#: receiver-side reasons: the stream's geometry cannot give the requested beam/product/factor;
+#: a message that broke the receiver's own code (a bug: logged with its traceback)
 _GEOMETRY = "geometry"
+_INTERNAL = "internal"
 
 
 class Receiver(Worker):
@@ -241,7 +243,7 @@ class Receiver(Worker):
     def _reset_stats(self) -> None:
         self._stats: dict[str, Any] = {
             "messages": 0, "frames": 0, "lost": 0, "restarts": 0, "geometry_changes": 0,
-            "rejected": dict.fromkeys((*REJECT_REASONS, _GEOMETRY), 0),
+            "rejected": dict.fromkeys((*REJECT_REASONS, _GEOMETRY, _INTERNAL), 0),
             "last_seq": None, "last_timestamp": None, "proc_time": 0.0, "proc_max": 0.0,
             "processed": 0, "gc_runs": 0, "gc_collected": 0, "gc_time": 0.0,
         }
@@ -304,6 +306,14 @@ class Receiver(Worker):
             if sock.getsockopt(zmq.RCVMORE):
                 _drain(sock)
             self._reject(exc.reason, str(exc))
+        except zmq.ZMQError:
+            raise
+        except Exception as exc:  # never let one message end reception
+            if sock.getsockopt(zmq.RCVMORE):
+                _drain(sock)
+            self._stats["rejected"][_INTERNAL] += 1
+            self._rlog.log(logging.ERROR, _INTERNAL, "message from %s not handled: %r",
+                           self.endpoint, exc, exc_info=True)
         finally:
             dt = time.perf_counter() - t0
             st = self._stats
