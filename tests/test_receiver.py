@@ -310,20 +310,20 @@ def test_stop_is_prompt_and_restartable(pub):
         assert time.perf_counter() - t0 < 0.5
         assert not r.running
     r.stop()  # idempotent
-    time.sleep(0.1)
-    pub.forget_subscriptions()
-    with r:
-        pub.wait_subscriber()
-        pub.send(const_frame(4.0))
-        frames_received(r, 1)
+
+    def session(value: float, total: int) -> None:
+        """Restart the receiver, send one frame, wait for it, stop again."""
+        time.sleep(0.1)
+        pub.forget_subscriptions()
+        with r:
+            pub.wait_subscriber()
+            pub.send(const_frame(value))
+            frames_received(r, total)
+
+    session(4.0, 1)
     assert r.get_latest_data(1)[0, 0] == 4.0  # data stays readable after stop
     pub.send(const_frame(5.0))  # sent while nobody listens: not ours to lose
-    time.sleep(0.1)
-    pub.forget_subscriptions()
-    with r:
-        pub.wait_subscriber()
-        pub.send(const_frame(6.0))
-        frames_received(r, 2)
+    session(6.0, 2)
     assert r.get_latest_data(5)[:, 0].tolist() == [4.0, 6.0]
     assert r.get_buffer_status()["lost"] == 0
 

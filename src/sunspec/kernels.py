@@ -69,11 +69,16 @@ def _as_array(name: str, a, dtype: np.dtype, ndim: int, writeable: bool = False)
     return a
 
 
-def accumulate(gulp, t0: int, t1: int, acc: np.ndarray) -> None:
-    """Add spectra ``gulp[t0:t1]`` to the float64 accumulator ``acc`` (shape gulp.shape[1:])."""
-    x = _as_array("gulp", gulp, np.float32, gulp.ndim if hasattr(gulp, "ndim") else 4)
+def _gulp(gulp) -> np.ndarray:
+    x = _as_array("gulp", gulp, np.float32, np.ndim(gulp))
     if x.ndim < 2:
         raise ValueError(f"gulp must have a time axis and at least one more, got shape {x.shape}")
+    return x
+
+
+def accumulate(gulp, t0: int, t1: int, acc: np.ndarray) -> None:
+    """Add spectra ``gulp[t0:t1]`` to the float64 accumulator ``acc`` (shape gulp.shape[1:])."""
+    x = _gulp(gulp)
     ntime = x.shape[0]
     if not 0 <= t0 <= t1 <= ntime:
         raise ValueError(f"time range [t0, t1) = [{t0}, {t1}) must lie within [0, {ntime}]")
@@ -104,9 +109,7 @@ def time_average(gulp, t0: int = 0, t1: int | None = None, out: np.ndarray | Non
     ``gulp[t0:t1].astype(np.float64).mean(0).astype(np.float32)`` bit for bit. ``out`` and
     ``scratch`` (float64, same shape) may be given to avoid allocating.
     """
-    x = _as_array("gulp", gulp, np.float32, np.ndim(gulp))
-    if x.ndim < 2:
-        raise ValueError(f"gulp must have a time axis and at least one more, got shape {x.shape}")
+    x = _gulp(gulp)
     t1 = x.shape[0] if t1 is None else t1
     if t1 <= t0:
         raise ValueError(f"time range [t0, t1) = [{t0}, {t1}) is empty")

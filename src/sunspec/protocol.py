@@ -29,6 +29,7 @@ __all__ = [
     "TOPIC",
     "FrameHeader",
     "ProtocolError",
+    "check_payload_size",
     "decode",
     "encode",
     "make_header",
@@ -206,14 +207,19 @@ def parse_header(data: bytes | bytearray | memoryview) -> FrameHeader:
                        _opt_int(h, "seq"), sender_id, h)
 
 
+def check_payload_size(header: FrameHeader, nbytes: int) -> None:
+    """Raise ``ProtocolError("size")`` unless a payload of ``nbytes`` fits the header."""
+    if nbytes != header.nbytes:
+        raise ProtocolError(
+            "size", f"payload has {nbytes} bytes, header {list(header.shape)} needs "
+            f"{header.nbytes}"
+        )
+
+
 def payload_view(header: FrameHeader, payload) -> np.ndarray:
     """Read-only float32 view of a payload, shaped (nbeam, nchan, npol), without copying."""
     buf = memoryview(payload)
-    if buf.nbytes != header.nbytes:
-        raise ProtocolError(
-            "size", f"payload has {buf.nbytes} bytes, header {list(header.shape)} needs "
-            f"{header.nbytes}"
-        )
+    check_payload_size(header, buf.nbytes)
     view = np.frombuffer(buf, dtype=_DTYPE).reshape(header.shape)
     view.flags.writeable = False
     return view

@@ -24,7 +24,14 @@ from ._log import RateLimitedLog
 from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
 from .kernels import product_code
-from .protocol import REJECT_REASONS, TOPIC, FrameHeader, ProtocolError, parse_header
+from .protocol import (
+    REJECT_REASONS,
+    TOPIC,
+    FrameHeader,
+    ProtocolError,
+    check_payload_size,
+    parse_header,
+)
 from .ring import RingBuffer, Rows
 
 __all__ = ["Receiver", "StreamReceiver"]
@@ -298,9 +305,7 @@ class Receiver(Worker):
                 raise ProtocolError("oversize", f"payload of {nbytes} bytes exceeds "
                                     f"max_message_bytes = {self._payload.nbytes}")
             header = parse_header(header_bytes)
-            if nbytes != header.nbytes:
-                raise ProtocolError("size", f"payload has {nbytes} bytes, header "
-                                    f"{list(header.shape)} needs {header.nbytes}")
+            check_payload_size(header, nbytes)
             self._accept(header, arrival)
         except ProtocolError as exc:
             if sock.getsockopt(zmq.RCVMORE):
