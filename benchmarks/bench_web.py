@@ -120,7 +120,7 @@ def phase(rate: float, duration: float, nviewers: int) -> dict:
             viewers = _child("--role", "view", server.url, str(nviewers))
             assert viewers.stdout.readline().strip() == "ready"
             deadline = time.monotonic() + 10
-            while server.stats()["viewers"] < nviewers and time.monotonic() < deadline:
+            while server.status()["viewers"] < nviewers and time.monotonic() < deadline:
                 time.sleep(0.01)
         proc = psutil.Process()
         cpu0, wall0 = sum(proc.cpu_times()[:2]), time.monotonic()

@@ -9,6 +9,7 @@ import numpy as np
 
 from sunspec.clock import FS, channel_freqs_hz, datetime_to_tag
 from sunspec.ring import RingBuffer
+from sunspec.source import wait_for_ring
 
 #: 20:14:50 UTC: ten seconds before a 900 s span edge
 T_EDGE = datetime_to_tag(dt.datetime(2025, 6, 1, 20, 15, 0))
@@ -17,20 +18,21 @@ STREAM_INFO = {"product": "XX", "factor": 2, "chan0": 600, "chan_bw": FS / 8192,
 
 
 class FakeReceiver:
-    """What ArchiveWriter uses of a Receiver: ``ring``, ``stream_info``, status sources."""
+    """A :class:`sunspec.source.StreamSource` around a real RingBuffer, filled by the test."""
+
+    name = "fake"
 
     def __init__(self, nrows: int = 1000, nfreq: int = 64, info: dict | None = None):
         self.stream_info = dict(STREAM_INFO if info is None else info)
         self.ring: RingBuffer | None = self.new_ring(nrows, nfreq)
-        self.sources: dict = {}
+
+    def wait_for_ring(self, timeout: float | None = None) -> RingBuffer | None:
+        return wait_for_ring(self, timeout)
 
     def new_ring(self, nrows: int, nfreq: int) -> RingBuffer:
         f = self.stream_info["factor"]
         return RingBuffer(nrows, nfreq,
                           freqs_hz=channel_freqs_hz(self.stream_info["chan0"], nfreq * f, f))
-
-    def add_status_source(self, name, fn) -> None:
-        self.sources[name] = fn
 
     def push(self, data: np.ndarray, tags, ring: RingBuffer | None = None) -> None:
         ring = ring or self.ring

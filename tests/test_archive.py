@@ -15,8 +15,9 @@ from archiving import T_EDGE, FakeReceiver, rows_for
 from streams import RawPublisher, wait_until
 
 from sunspec import Receiver
-from sunspec.archive import ArchiveWriter, read_archive, start_archive
+from sunspec.archive import ArchiveWriter, read_archive
 from sunspec.clock import CHAN_BW, FS, tag_to_datetime
+from sunspec.status import StatusBoard
 
 h5py = pytest.importorskip("h5py")
 fits = pytest.importorskip("astropy.io.fits")
@@ -55,8 +56,11 @@ def send_frames(pub: RawPublisher, n: int, t0: int, seed: int = 1) -> None:
 @pytest.mark.parametrize("fmt", ["hdf5", "fits"])
 def test_round_trip_receiver_to_archive(tmp_path, pub, fmt):
     """Stream -> receiver -> archive: files on the span edge hold exactly the ring's rows."""
-    receiver = Receiver(endpoint=pub.endpoint, buffer_length=100, factor=2).start()
-    writer = start_archive(receiver, tmp_path, fmt, span=900, flush_interval=0.1)
+    board = StatusBoard()
+    receiver = Receiver(endpoint=pub.endpoint, buffer_length=100, factor=2,
+                        status_board=board).start()
+    writer = ArchiveWriter(receiver, tmp_path, fmt, span=900, flush_interval=0.1).start()
+    board.add("archive", writer.status)
     try:
         pub.wait_subscriber()
         send_frames(pub, 40, T_EDGE - 10 * FS)  # 21 end by 20:15:00 (one exactly on it), 19 after
@@ -173,8 +177,10 @@ def test_rows_overwritten_before_reading_are_counted(tmp_path):
 def test_unwritable_directory_is_reported_and_reception_goes_on(tmp_path, pub):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    receiver = Receiver(endpoint=pub.endpoint, buffer_length=100).start()
-    writer = start_archive(receiver, blocker / "archive", "hdf5", retry_interval=0.05)
+    board = StatusBoard()
+    receiver = Receiver(endpoint=pub.endpoint, buffer_length=100, status_board=board).start()
+    writer = ArchiveWriter(receiver, blocker / "archive", "hdf5", retry_interval=0.05).start()
+    board.add("archive", writer.status)
     try:
         pub.wait_subscriber()
         send_frames(pub, 10, T_EDGE)

@@ -14,7 +14,7 @@ from streams import wait_until
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("aiohttp")
 
-from sunspec import Receiver  # noqa: E402
+from sunspec import Receiver, StatusBoard  # noqa: E402
 from sunspec.sim import SimulatedStream, TypeIII  # noqa: E402
 from sunspec.web import serve  # noqa: E402
 
@@ -32,10 +32,13 @@ def live():
     """Simulated stream in real time, 32-spectrum frames (~31 frames/s), two type III bursts."""
     bursts = [TypeIII(t0=2.0, amplitude=30.0), TypeIII(t0=7.0, amplitude=60.0, f_start_mhz=70)]
     stream = SimulatedStream(port=0, nint=32, ntime_gulp=128, bursts=bursts,
-                             wait_subscribers=1, seed=7)
+                             wait_subscribers=1, seed=7, beam=3)
     stream.start()
-    rx = Receiver(endpoint=stream.endpoint, buffer_length=500, product="I").start()
-    server = serve(rx, port=0)
+    board = StatusBoard()
+    rx = Receiver(endpoint=stream.endpoint, buffer_length=500, product="I",
+                  status_board=board).start()
+    server = serve(rx, port=0, status=rx.get_buffer_status)
+    board.add("web", server.status)
     try:
         yield stream, rx, server
     finally:
@@ -76,7 +79,8 @@ def test_live_page_in_chromium(live):
             assert page.text_content("#st-lost") == "0"
             assert page.text_content("#st-endpoint") == stream.endpoint
             page.wait_for_function("document.getElementById('st-viewers').textContent === '1'")
-            assert page.text_content("#title") == "beam 0 · product I · 2 channels averaged"
+            # the header's beam number; no beam index for a one-beam frame
+            assert page.text_content("#title") == "beam 3 · product I · 2 channels averaged"
 
             # the waterfall changes as rows arrive
             first = canvas_digest(page)

@@ -15,7 +15,7 @@ import pytest
 from streams import RawPublisher, const_frame
 
 FLAGS = ["--addr", "--port", "--endpoint", "--buffer-length", "--gc-interval", "--log-level",
-         "--product", "--pol", "--factor", "--chan0", "--status-interval", "--beam"]
+         "--product", "--pol", "--factor", "--chan0", "--status-interval", "--beam-index"]
 
 
 @contextmanager

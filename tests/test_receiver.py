@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streams import TAG0, WINDOW, RawPublisher, const_frame, wait_until
 
-from sunspec import Receiver, StreamReceiver, clock, protocol
+from sunspec import Receiver, StatusBoard, StreamReceiver, clock, protocol
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def bad_messages(pub):
 
 
 def test_each_bad_input_is_counted_never_written(pub, receiver_for):
-    r = receiver_for(beam=0, product="I", factor=2)
+    r = receiver_for(beam_index=0, product="I", factor=2)
     pub.send(const_frame(7.0))
     frames_received(r, 1)
     before = r.get_latest(10)
@@ -363,12 +363,14 @@ def test_stream_receiver_keeps_the_deployed_names(pub):
         r.stop()
 
 
-def test_status_sources_are_merged_and_isolated(pub, receiver_for):
-    r = receiver_for()
-    r.add_status_source("archive", lambda: {"files": 3})
-    r.add_status_source("broken", lambda: 1 / 0)
+def test_status_sections_are_merged_and_isolated(pub, receiver_for):
+    board = StatusBoard()
+    r = receiver_for(status_board=board)
+    board.add("archive", lambda: {"files": 3})
+    board.add("broken", lambda: 1 / 0)
     st = r.get_buffer_status()
     assert st["archive"] == {"files": 3} and "ZeroDivisionError" in st["broken"]["error"]
+    assert "archive" not in r.status() and st["frames_received"] == r.status()["frames_received"]
 
 
 def test_constructor_checks():

@@ -12,8 +12,9 @@ from streams import wait_until
 
 from sunspec import Receiver
 from sunspec.archive import ArchiveWriter, read_archive
+from sunspec.cli import replay_main as main
 from sunspec.clock import FS
-from sunspec.replay import Replayer, main
+from sunspec.replay import Replayer
 
 pytest.importorskip("h5py")
 pytest.importorskip("astropy.io.fits")

@@ -48,7 +48,8 @@ def rx(pub):
 
 @pytest.fixture
 def server(rx):
-    s = serve(rx, port=0)
+    s = serve(rx, port=0, status=rx.get_buffer_status)
+    rx.status_board.add("web", s.status)
     yield s
     s.stop()
 
@@ -65,7 +66,7 @@ def send(pub: RawPublisher, rx: Receiver, n: int, nchan: int = NCHAN, pace: floa
 
 def fanned_out(server, n: int) -> None:
     """Wait until the server's fan-out has taken ``n`` rows of the current ring."""
-    st = server.stats
+    st = server.status
     assert wait_until(lambda: st()["rows_encoded"] + st()["rows_missed"] >= n)
 
 
@@ -233,7 +234,7 @@ def test_websocket_backfills_the_ring_then_pushes_each_row_once(pub, rx, server)
 
     t = threading.Thread(target=run)
     t.start()
-    assert wait_until(lambda: server.stats()["viewers"] == 3)
+    assert wait_until(lambda: server.status()["viewers"] == 3)
     send(pub, rx, 10, pace=0.01)
     t.join(15)
     assert not t.is_alive() and len(result) == 3
@@ -259,7 +260,7 @@ def test_a_full_size_row_costs_under_3_kb_per_viewer(pub, rx, server):
     t = threading.Thread(target=lambda: views.extend(
         asyncio.run(watch(server.url, lambda v: len(v.index) >= 4))))
     t.start()
-    assert wait_until(lambda: server.stats()["viewers"] == 1)
+    assert wait_until(lambda: server.status()["viewers"] == 1)
     send(pub, rx, 3, nchan=3072, pace=0.02)
     t.join(10)
     nbytes, nrows = views[0].message_bytes[-1]
@@ -286,7 +287,7 @@ def test_geometry_change_sends_a_reset_and_the_new_rings_rows(pub, rx, server):
     v = views[0]
     assert [m["nfreq"] for m in v.meta] == [NCHAN // 2, NCHAN]
     assert v.index == [0, 1] and all(len(x) == NCHAN for x in v.values)
-    assert server.stats()["resets"] == 2
+    assert server.status()["resets"] == 2
 
 
 def stalled_viewer(url: str) -> socket.socket:
@@ -303,6 +304,7 @@ def stalled_viewer(url: str) -> socket.socket:
 def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx):
     n = 1500  # ~2.4 MB of rows: far more than the stalled viewer's socket buffers hold
     with serve(rx, port=0, queue_limit=8) as server:
+        rx.status_board.add("web", server.status)
         stalled = stalled_viewer(server.url)
         try:
             views: list[Viewer] = []
@@ -310,7 +312,7 @@ def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx
                 asyncio.run(watch(server.url, lambda v: bool(v.index) and v.index[-1] >= n - 1,
                                   timeout=30))))
             t.start()
-            assert wait_until(lambda: server.stats()["viewers"] == 2)
+            assert wait_until(lambda: server.status()["viewers"] == 2)
             t0 = time.monotonic()
             send(pub, rx, n, nchan=3072, pace=0.001)
             ingest_s = time.monotonic() - t0
@@ -326,10 +328,11 @@ def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx
     lat = np.array(v.latency)
     assert np.percentile(lat, 99) < 0.25, np.percentile(lat, [50, 99, 100])
     assert stalled_stats["dropped_rows"] > 0, str(stalled_stats)
-    assert stalled_stats["queued"] <= 8
-    # every row was sent, dropped, queued or is in the one blocked send
+    assert stalled_stats["queued_messages"] <= 8
+    # every row was sent, dropped, queued (one row per message here) or is in the one
+    # blocked send
     assert stalled_stats["sent_rows"] + stalled_stats["dropped_rows"] + stalled_stats[
-        "queued"] in (n - 1, n)
+        "queued_messages"] in (n - 1, n)
     assert ingest_s < n * 0.001 * 3 + 2
 
 
@@ -345,7 +348,7 @@ def test_stop_closes_viewers_and_leaves_no_threads(pub, rx):
 
     t = threading.Thread(target=lambda: asyncio.run(view()))
     t.start()
-    assert wait_until(lambda: server.stats()["viewers"] == 1)
+    assert wait_until(lambda: server.status()["viewers"] == 1)
     t0 = time.monotonic()
     server.stop()
     server.stop()  # idempotent

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .protocol import FrameHeader, ProtocolError
+from .kernels import Product
+from .protocol import FrameHeader, ProtocolError, Reject
 from .receiver import Receiver, StreamReceiver
 from .ring import RingBuffer, Rows
 from .sender import Averager, Frame, Publisher, SequenceInfo
 from .sim import SimulatedStream, Simulator
+from .source import StreamSource
+from .status import StatusBoard
 
 try:
     __version__ = version("sunspec")
@@ -19,14 +22,18 @@ __all__ = [
     "Averager",
     "Frame",
     "FrameHeader",
+    "Product",
     "ProtocolError",
     "Publisher",
     "Receiver",
+    "Reject",
     "RingBuffer",
     "Rows",
     "SequenceInfo",
     "SimulatedStream",
     "Simulator",
+    "StatusBoard",
     "StreamReceiver",
+    "StreamSource",
     "__version__",
 ]

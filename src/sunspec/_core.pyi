@@ -26,4 +26,5 @@ class FrameReducer:
         factor: int,
         ring: NDArray[np.float32],
     ) -> None: ...
-    def reduce(self, row: int) -> int: ...
+    def reduce(self, row: int) -> int:
+        """Raises IndexError unless 0 <= row < ring rows."""

@@ -124,8 +124,13 @@ cdef class FrameReducer:
         self.factor = factor
 
     def reduce(self, Py_ssize_t row):
-        """Reduce the bound frame into ``ring[row]``; returns the non-finite count."""
+        """Reduce the bound frame into ``ring[row]``; returns the non-finite count.
+
+        Raises IndexError unless 0 <= row < ring rows (the one check made per call).
+        """
         cdef Py_ssize_t nbad
+        if row < 0 or row >= self.ring.shape[0]:
+            raise IndexError(f"row must be in [0, {self.ring.shape[0]}), got {row}")
         with nogil:
             nbad = reduce_row(&self.frame[self.beam, 0, 0], self.frame.shape[2], self.product,
                               self.factor, &self.ring[row, 0], self.ring.shape[1])

@@ -12,33 +12,61 @@ returns how many of the values it wrote are not finite, so callers can reject su
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import _core
 
-__all__ = ["PRODUCTS", "accumulate", "finalize_mean", "product_code", "read_rows",
-           "reduce_frame", "time_average"]
-
-#: Named products a ring row can hold, mapped to kernel product codes. ``XX`` ... ``XY_imag``
-#: are pols 0..3 of the recorder's order; ``I`` is (XX + YY) / 2 and ``V`` is XY_imag.
-PRODUCTS: dict[str, int] = {
-    "XX": 0,
-    "YY": 1,
-    "XY_real": 2,
-    "XY_imag": 3,
-    "I": _core.PRODUCT_I,
-    "V": 3,
-}
+__all__ = [
+    "FrameReducer",
+    "Product",
+    "accumulate",
+    "finalize_mean",
+    "product_code",
+    "read_rows",
+    "reduce_frame",
+    "time_average",
+]
 
 
-def product_code(product: str | int, npol: int = 4) -> int:
-    """Kernel code for a product name (see :data:`PRODUCTS`) or a pol index."""
+class Product(str, Enum):
+    """The products a ring row can hold: pols 0..3 in the recorder's order (``XX``, ``YY``,
+    ``XY_real``, ``XY_imag``), ``I`` = (XX + YY) / 2 and ``V`` = XY_imag. A plain int pol
+    index is accepted wherever a product is."""
+
+    XX = "XX"
+    YY = "YY"
+    XY_real = "XY_real"
+    XY_imag = "XY_imag"
+    I = "I"  # noqa: E741 - the Stokes parameter's name
+    V = "V"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def code(self) -> int:
+        """The kernel's code: a pol index, or the code of (pol 0 + pol 1) / 2."""
+        return _CODES[self]
+
+
+_CODES = {Product.XX: 0, Product.YY: 1, Product.XY_real: 2, Product.XY_imag: 3,
+          Product.I: _core.PRODUCT_I, Product.V: 3}
+
+
+def product_code(product: Product | str | int, npol: int = 4) -> int:
+    """Kernel code for a product (see :class:`Product`, names accepted) or a pol index."""
     if isinstance(product, str):
         try:
-            code = PRODUCTS[product]
-        except KeyError:
+            code = Product(product).code
+        except ValueError:
             raise ValueError(
-                f"product must be one of {sorted(PRODUCTS)} or a pol index, got {product!r}"
+                f"product must be one of {[p.value for p in Product]} or a pol index, "
+                f"got {product!r}"
             ) from None
     elif isinstance(product, (int, np.integer)) and not isinstance(product, bool):
         code = int(product)
@@ -48,11 +76,12 @@ def product_code(product: str | int, npol: int = 4) -> int:
         raise TypeError(f"product must be a name or an int pol index, got {type(product).__name__}")
     needed = 2 if code == _core.PRODUCT_I else code + 1
     if npol < needed:
-        raise ValueError(f"product {product!r} needs npol >= {needed}, the stream has {npol}")
+        raise ValueError(f"product {str(product)!r} needs npol >= {needed}, the stream has {npol}")
     return code
 
 
-def _as_array(name: str, a, dtype: np.dtype, ndim: int, writeable: bool = False) -> np.ndarray:
+def _as_array(name: str, a: Any, dtype: DTypeLike, ndim: int,
+              writeable: bool = False) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         try:
             a = np.asarray(a)
@@ -125,14 +154,9 @@ def time_average(gulp, t0: int = 0, t1: int | None = None, out: np.ndarray | Non
     return out
 
 
-def reduce_frame(frame, ring: np.ndarray, row: int, *, beam: int = 0,
-                 product: str | int = "XX", factor: int = 2) -> int:
-    """Reduce one frame (nbeam, nchan, npol) float32 into row ``row`` of ``ring``.
-
-    Picks ``beam`` and ``product`` (see :func:`product_code`), averages ``factor`` adjacent
-    channels in float64 and writes float32 straight into ``ring[row]``, whose length must be
-    ``nchan // factor``. Returns the number of non-finite values written.
-    """
+def _reduction(frame, ring, beam: int, product: Product | str | int,
+               factor: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check a frame/ring pair for :func:`reduce_frame`; returns them and the product code."""
     f = _as_array("frame", frame, np.float32, 3)
     nbeam, nchan, npol = f.shape
     r = _as_array("ring", ring, np.float32, 2, writeable=True)
@@ -145,9 +169,39 @@ def reduce_frame(frame, ring: np.ndarray, row: int, *, beam: int = 0,
         raise ValueError(
             f"ring rows must hold nchan // factor = {nchan // factor} values, got {r.shape[1]}"
         )
+    return f, r, code
+
+
+def reduce_frame(frame, ring: np.ndarray, row: int, *, beam: int = 0,
+                 product: Product | str | int = Product.XX, factor: int = 2) -> int:
+    """Reduce one frame (nbeam, nchan, npol) float32 into row ``row`` of ``ring``.
+
+    Picks beam index ``beam`` and ``product`` (see :func:`product_code`), averages
+    ``factor`` adjacent channels in float64 and writes float32 straight into ``ring[row]``,
+    whose length must be ``nchan // factor``. Returns the number of non-finite values written.
+    """
+    f, r, code = _reduction(frame, ring, beam, product, factor)
     if not 0 <= row < r.shape[0]:
         raise ValueError(f"row must be in [0, {r.shape[0]}), got {row}")
     return _core.reduce_frame(f, beam, code, factor, r, row)
+
+
+class FrameReducer:
+    """:func:`reduce_frame` bound once to a frame buffer and a ring, checked once here.
+
+    The receiver receives every payload into the same buffer, so each frame costs one call of
+    :meth:`reduce` that acquires no buffers; an out-of-range row raises IndexError.
+    """
+
+    __slots__ = ("reduce",)
+    reduce: Callable[[int], int]
+
+    def __init__(self, frame, ring: np.ndarray, *, beam: int = 0,
+                 product: Product | str | int = Product.XX, factor: int = 2):
+        f, r, code = _reduction(frame, ring, beam, product, factor)
+        #: ``reduce(row) -> int``: reduce the bound frame into ``ring[row]``; returns the
+        #: count of non-finite values written (the compiled method itself, no Python frame)
+        self.reduce = _core.FrameReducer(f, beam, code, factor, r).reduce
 
 
 def read_rows(src: np.ndarray, head: int, n: int, out: np.ndarray | None = None) -> np.ndarray:

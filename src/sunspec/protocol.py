@@ -16,6 +16,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "TOPIC",
     "FrameHeader",
     "ProtocolError",
+    "Reject",
     "check_payload_size",
     "decode",
     "encode",
@@ -41,28 +43,38 @@ TOPIC = b"data"
 DATA_TYPE = "<f4"
 PROTO_VERSION = 2
 
-#: Every reason a message can be rejected for, as counted by receivers.
-REJECT_REASONS = (
-    "parts",  # not exactly three frames
-    "topic",  # topic frame other than b"data"
-    "header",  # header not UTF-8 JSON, or not an object
-    "keys",  # a required key missing, or a key of the wrong type or value
-    "dtype",  # data_type other than "<f4"
-    "encoding",  # a payload encoding other than "raw" (version 2 key)
-    "size",  # payload size differs from the header's shape
-    "oversize",  # message larger than the receiver accepts
-    "nonfinite",  # NaN or inf in the values a receiver keeps
-)
+class Reject(str, Enum):
+    """Every reason a receiver rejects a message for; the value names its counter."""
+
+    PARTS = "parts"  # not exactly three frames
+    TOPIC = "topic"  # topic frame other than b"data"
+    HEADER = "header"  # header not UTF-8 JSON, or not an object
+    KEYS = "keys"  # a required key missing, or a key of the wrong type or value
+    DTYPE = "dtype"  # data_type other than "<f4"
+    ENCODING = "encoding"  # a payload encoding other than "raw" (version 2 key)
+    SIZE = "size"  # payload size differs from the header's shape
+    OVERSIZE = "oversize"  # message larger than the receiver accepts
+    NONFINITE = "nonfinite"  # NaN or inf in the values a receiver keeps
+    # found by the receiver, not by the wire format:
+    GEOMETRY = "geometry"  # the stream cannot give the beam/product/factor asked for
+    INTERNAL = "internal"  # the message broke the receiver's own code (a bug; logged)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: the counter names of :class:`Reject`, in order
+REJECT_REASONS: tuple[str, ...] = tuple(r.value for r in Reject)
 
 _DTYPE = np.dtype(DATA_TYPE)
 
 
 class ProtocolError(ValueError):
-    """A message that does not follow the protocol; ``reason`` is one of REJECT_REASONS."""
+    """A message that does not follow the protocol, with the :class:`Reject` reason."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
+    def __init__(self, reason: Reject | str, message: str):
+        self.reason = Reject(reason)
+        super().__init__(f"{self.reason.value}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +155,7 @@ def encode(frame: np.ndarray, header: dict[str, Any]) -> list[bytes | memoryview
         raise ValueError("frame must be C-contiguous little-endian float32")
     if list(frame.shape) != list(header["data_shape"]):
         raise ValueError(f"frame shape {frame.shape} != data_shape {header['data_shape']}")
-    return [TOPIC, json.dumps(header).encode("ascii"), memoryview(frame).cast("B")]
+    return [TOPIC, json.dumps(header).encode("ascii"), frame.reshape(-1).view(np.uint8).data]
 
 
 _INT64_MAX = 2**63 - 1
@@ -153,11 +165,11 @@ def _int(h: dict[str, Any], key: str, minimum: int | None = None) -> int:
     """An integer key, within int64 (tags and counters are stored as int64)."""
     v = h.get(key)
     if type(v) is not int:
-        raise ProtocolError("keys", f"{key!r} must be an integer, got {v!r}")
+        raise ProtocolError(Reject.KEYS, f"{key!r} must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
-        raise ProtocolError("keys", f"{key!r} must be >= {minimum}, got {v}")
+        raise ProtocolError(Reject.KEYS, f"{key!r} must be >= {minimum}, got {v}")
     if v > _INT64_MAX:
-        raise ProtocolError("keys", f"{key!r} does not fit in 64 bits: {v}")
+        raise ProtocolError(Reject.KEYS, f"{key!r} does not fit in 64 bits: {v}")
     return v
 
 
@@ -170,39 +182,39 @@ def parse_header(data: bytes | bytearray | memoryview) -> FrameHeader:
     try:
         h = json.loads(bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError("header", f"not UTF-8 JSON ({exc.__class__.__name__})") from None
+        raise ProtocolError(Reject.HEADER, f"not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(h, dict):
-        raise ProtocolError("header", f"JSON {type(h).__name__}, not an object")
+        raise ProtocolError(Reject.HEADER, f"JSON {type(h).__name__}, not an object")
     dtype = h.get("data_type", DATA_TYPE)
     if dtype != DATA_TYPE:
-        raise ProtocolError("dtype", f"data_type {dtype!r}, only {DATA_TYPE!r} is accepted")
+        raise ProtocolError(Reject.DTYPE, f"data_type {dtype!r}, only {DATA_TYPE!r} is accepted")
     encoding = h.get("encoding", "raw")
     if encoding != "raw":
-        raise ProtocolError("encoding", f"payload encoding {encoding!r}; this receiver "
+        raise ProtocolError(Reject.ENCODING, f"payload encoding {encoding!r}; this receiver "
                             "reads only 'raw'")
     nbeam, nchan, npol = _int(h, "nbeam", 1), _int(h, "nchan", 1), _int(h, "npol", 1)
     shape = h.get("data_shape", [nbeam, nchan, npol])
     if shape != [nbeam, nchan, npol]:
-        raise ProtocolError("keys", f"data_shape {shape!r} != [nbeam, nchan, npol]")
+        raise ProtocolError(Reject.KEYS, f"data_shape {shape!r} != [nbeam, nchan, npol]")
     time_tag = _int(h, "time_tag", 0)
-    ts = h.get("timestamp")
+    ts: Any = h.get("timestamp")
     if type(ts) not in (int, float) or not math.isfinite(ts):
-        raise ProtocolError("keys", f"'timestamp' must be a finite number, got {ts!r}")
+        raise ProtocolError(Reject.KEYS, f"'timestamp' must be a finite number, got {ts!r}")
     if "t_end_tag" in h:
         end_tag = _int(h, "t_end_tag", 0)
     else:
         try:
-            end_tag = datetime_to_tag(parse_block_time(h.get("last_block_time")))
-        except (ValueError, TypeError):
+            end_tag = datetime_to_tag(parse_block_time(h["last_block_time"]))
+        except (KeyError, ValueError, TypeError):
             raise ProtocolError(
-                "keys", f"'last_block_time' unreadable: {h.get('last_block_time')!r}"
+                Reject.KEYS, f"'last_block_time' unreadable: {h.get('last_block_time')!r}"
             ) from None
     proto = h.get("proto", 1)
     if type(proto) is not int:
-        raise ProtocolError("keys", f"'proto' must be an integer, got {proto!r}")
+        raise ProtocolError(Reject.KEYS, f"'proto' must be an integer, got {proto!r}")
     sender_id = h.get("sender_id")
     if sender_id is not None and not isinstance(sender_id, str):
-        raise ProtocolError("keys", f"'sender_id' must be a string, got {sender_id!r}")
+        raise ProtocolError(Reject.KEYS, f"'sender_id' must be a string, got {sender_id!r}")
     return FrameHeader(nbeam, nchan, npol, time_tag, float(ts), end_tag, proto,
                        _opt_int(h, "seq"), sender_id, h)
 
@@ -211,7 +223,7 @@ def check_payload_size(header: FrameHeader, nbytes: int) -> None:
     """Raise ``ProtocolError("size")`` unless a payload of ``nbytes`` fits the header."""
     if nbytes != header.nbytes:
         raise ProtocolError(
-            "size", f"payload has {nbytes} bytes, header {list(header.shape)} needs "
+            Reject.SIZE, f"payload has {nbytes} bytes, header {list(header.shape)} needs "
             f"{header.nbytes}"
         )
 
@@ -228,10 +240,10 @@ def payload_view(header: FrameHeader, payload) -> np.ndarray:
 def decode(parts: list) -> tuple[FrameHeader, np.ndarray]:
     """Check a whole message (a list of three frames) and return header and payload view."""
     if len(parts) != 3:
-        raise ProtocolError("parts", f"{len(parts)} frames, expected 3")
+        raise ProtocolError(Reject.PARTS, f"{len(parts)} frames, expected 3")
     topic = bytes(parts[0])
     if topic != TOPIC:
-        raise ProtocolError("topic", f"topic {topic[:32]!r}, expected {TOPIC!r}")
+        raise ProtocolError(Reject.TOPIC, f"topic {topic[:32]!r}, expected {TOPIC!r}")
     header = parse_header(parts[1])
     return header, payload_view(header, parts[2])
 

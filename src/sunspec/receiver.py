@@ -10,29 +10,29 @@ the stream is quiet and notices :meth:`Receiver.stop` within ``POLL_INTERVAL``.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
-from . import _core, memory
+from . import memory
 from ._log import RateLimitedLog
 from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
-from .kernels import product_code
+from .kernels import FrameReducer, Product, product_code
 from .protocol import (
     REJECT_REASONS,
     TOPIC,
     FrameHeader,
     ProtocolError,
+    Reject,
     check_payload_size,
     parse_header,
 )
 from .ring import RingBuffer, Rows
+from .source import wait_for_ring
+from .status import StatusBoard
 
 __all__ = ["Receiver", "StreamReceiver"]
 
@@ -42,21 +42,24 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.25
 #: messages handled per wake-up before housekeeping (stop check, GC) gets a turn
 _BATCH = 256
-#: receiver-side reasons: the stream's geometry cannot give the requested beam/product/factor;
-#: a message that broke the receiver's own code (a bug: logged with its traceback)
-_GEOMETRY = "geometry"
-_INTERNAL = "internal"
 
 
 class Receiver(Worker):
     """Subscribe to a spectrum stream and keep the newest ``buffer_length`` reduced frames.
 
-    Each frame (nbeam, nchan, npol) becomes one ring row: ``beam``'s ``product`` (a pol name
-    ``XX``/``YY``/``XY_real``/``XY_imag``, ``I`` = (XX+YY)/2, ``V`` = XY_imag, or a pol index
-    via ``pol``) averaged over ``factor`` adjacent channels. ``chan0`` names the first
-    recorder channel for version 1 streams, which do not carry it, so rows get frequencies.
-    :meth:`start` and :meth:`stop` may be called at any time and repeatedly; :meth:`stop`
-    returns within ``POLL_INTERVAL`` and leaves the held data readable.
+    Each frame (nbeam, nchan, npol) becomes one ring row: the ``product`` (see
+    :class:`~sunspec.kernels.Product`, or a pol index via ``pol``) of the beam at index
+    ``beam_index`` within the frame, averaged over ``factor`` adjacent channels. (The header's
+    ``beam`` is the recorder's beam *number*, e.g. 1 for port 30001; it is reported in
+    :attr:`stream_info`, never used to pick data.) ``chan0`` names the first recorder channel
+    for version 1 streams, which do not carry it, so rows get frequencies. :meth:`start` and
+    :meth:`stop` may be called at any time and repeatedly; :meth:`stop` returns within
+    ``POLL_INTERVAL`` and leaves the held data readable.
+
+    A receiver is a :class:`~sunspec.source.StreamSource`: consumers take it as one.
+    :meth:`status` is its own counters; :meth:`get_buffer_status` adds the sections of the
+    :class:`~sunspec.status.StatusBoard` ``status_board`` (a program's composed status: give
+    one, or add sections to the receiver's own).
     """
 
     stop_timeout = 2.0
@@ -67,38 +70,43 @@ class Receiver(Worker):
         port: int = 9798,
         *,
         endpoint: str | None = None,
+        name: str = "stream",
         buffer_length: int = 1200,
-        product: str | int = "XX",
+        product: Product | str | int = Product.XX,
         pol: int | None = None,
         factor: int = 2,
-        beam: int = 0,
+        beam_index: int = 0,
         gc_interval: int = 100,
         chan0: int | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
         rcvhwm: int = 100,
         context: zmq.Context | None = None,
+        status_board: StatusBoard | None = None,
     ):
         if buffer_length < 1:
             raise ValueError(f"buffer_length must be >= 1, got {buffer_length}")
         if factor < 1:
             raise ValueError(f"factor must be >= 1, got {factor}")
-        if beam < 0:
-            raise ValueError(f"beam must be >= 0, got {beam}")
+        if beam_index < 0:
+            raise ValueError(f"beam_index must be >= 0, got {beam_index}")
         if gc_interval < 0:
             raise ValueError(f"gc_interval must be >= 0 (0 = off), got {gc_interval}")
         self.endpoint = endpoint or f"tcp://{addr}:{port}"
+        self._name = name
         self.buffer_length = buffer_length
-        self.product: str | int = pol if pol is not None else product
-        product_code(self.product)  # fail early on a bad name
+        chosen = pol if pol is not None else product
+        product_code(chosen)  # fail early on a bad name
+        self.product: Product | int = chosen if isinstance(chosen, int) else Product(chosen)
         self.factor = factor
-        self.beam = beam
+        self.beam_index = beam_index
         self.gc_interval = gc_interval
         self.chan0 = chan0
         self.max_message_bytes = max_message_bytes
         self.rcvhwm = rcvhwm
         self._context = context
+        #: the program's composed status; :meth:`get_buffer_status` adds its sections
+        self.status_board = status_board if status_board is not None else StatusBoard()
         super().__init__()
-        self._status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
         self._ring: RingBuffer | None = None
         self._rlog = RateLimitedLog(log)
         self._reset_stats()
@@ -117,11 +125,16 @@ class Receiver(Worker):
         sock.connect(self.endpoint)
         self._started_at = time.time()
         self._stats["last_seq"] = None  # what was sent while we were stopped is not lost
-        log.info("receiving from %s (%s, factor %d, beam %d)", self.endpoint, self.product,
-                 self.factor, self.beam)
+        log.info("receiving from %s (%s, factor %d, beam index %d)", self.endpoint,
+                 self.product, self.factor, self.beam_index)
         return (sock,)
 
-    # --- data access ------------------------------------------------------------------------
+    # --- data access (the StreamSource interface, and the deployed receiver's names) --------
+    @property
+    def name(self) -> str:
+        """The stream's short name (status sections, file names)."""
+        return self._name
+
     @property
     def ring(self) -> RingBuffer | None:
         """The current ring (``None`` before the first frame); replaced on a geometry change."""
@@ -129,12 +142,7 @@ class Receiver(Worker):
 
     def wait_for_ring(self, timeout: float | None = None) -> RingBuffer | None:
         """Wait until the first frame has arrived; returns the ring or ``None`` on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._ring is None or self._ring.total == 0:
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(0.01)
-        return self._ring
+        return wait_for_ring(self, timeout)
 
     def get_latest(self, n: int = 1) -> Rows:
         """The newest ``n`` rows (fewer if fewer held) with their times and frequencies."""
@@ -145,39 +153,39 @@ class Receiver(Worker):
         """The newest ``n_frames`` rows as a float32 array (n, nfreq), oldest first."""
         return self.get_latest(n_frames).data
 
-    def save_snapshot(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-        """Write a two-panel PNG (latest spectrum; waterfall) of the ring to ``path``,
-        atomically. Needs ``sunspec[snapshot]``; options in :func:`sunspec.snapshot.render_png`.
-        """
-        from .snapshot import save_snapshot
-
-        return save_snapshot(self, path, **kwargs)
-
     @property
     def stream_info(self) -> dict[str, Any]:
         """Metadata of the latest accepted message, with this receiver's product and factor."""
         info = dict(self._stream_info)
-        info.update(product=self.product, factor=self.factor, beam_index=self.beam,
-                    endpoint=self.endpoint)
+        info.update(name=self._name, product=str(self.product), factor=self.factor,
+                    beam_index=self.beam_index, endpoint=self.endpoint)
         return info
 
-    def add_status_source(self, name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        """Include ``fn()`` as ``status[name]`` in :meth:`get_buffer_status`."""
-        self._status_sources[name] = fn
-
     def get_buffer_status(self) -> dict[str, Any]:
-        """Counters, rates, delays and memory of the receiver (cheap; any thread)."""
+        """:meth:`status`, plus every section of ``status_board`` under its name (the
+        deployed receiver's name for it; cheap; any thread)."""
+        status = self.status()
+        status.update(self.status_board.read())
+        return status
+
+    def status(self) -> dict[str, Any]:
+        """The receiver's own counters, rates, delays and memory (cheap; any thread).
+
+        The keys are listed in README.md ("Status"); ``buffer_index`` is the ring row
+        written next, as in the deployed receiver.
+        """
         now = time.time()
         ring = self._ring
         st = self._stats
-        latest = ring.latest(1) if ring is not None else None
-        has_row = latest is not None and len(latest) > 0
-        row = latest.data[0] if has_row else None
-        nproc = st["processed"]
-        status: dict[str, Any] = {
+        latest = ring.latest(1) if ring is not None else Rows.empty()
+        has_row = len(latest) > 0
+        row = latest.data[-1] if has_row else latest.data  # only read where has_row
+        nmsg = st["messages"]
+        return {
             "running": self.running,
+            "name": self._name,
             "endpoint": self.endpoint,
-            "product": self.product,
+            "product": str(self.product),
             "factor": self.factor,
             "buffer_index": ring.spare_row if ring is not None else 0,
             "buffer_shape": (ring.nrows, ring.nfreq) if ring is not None else
@@ -201,7 +209,7 @@ class Receiver(Worker):
             "latest_min": float(np.min(row)) if has_row else None,
             "latest_max": float(np.max(row)) if has_row else None,
             "latest_mean": float(np.mean(row)) if has_row else None,
-            "process_us_mean": 1e6 * st["proc_time"] / nproc if nproc else None,
+            "process_us_mean": 1e6 * st["proc_time"] / nmsg if nmsg else None,
             "process_us_max": 1e6 * st["proc_max"],
             "gc_runs": st["gc_runs"],
             "gc_collected": st["gc_collected"],
@@ -209,12 +217,6 @@ class Receiver(Worker):
             "rss_mb": memory.rss_mb(),
             "uptime_s": now - self._started_at if self._started_at else 0.0,
         }
-        for name, fn in list(self._status_sources.items()):
-            try:
-                status[name] = fn()
-            except Exception as exc:  # a broken add-on must not break status
-                status[name] = {"error": repr(exc)}
-        return status
 
     # --- memory -----------------------------------------------------------------------------
     def get_memory_info(self) -> dict[str, Any]:
@@ -250,30 +252,31 @@ class Receiver(Worker):
     def _reset_stats(self) -> None:
         self._stats: dict[str, Any] = {
             "messages": 0, "frames": 0, "lost": 0, "restarts": 0, "geometry_changes": 0,
-            "rejected": dict.fromkeys((*REJECT_REASONS, _GEOMETRY, _INTERNAL), 0),
+            "rejected": dict.fromkeys(REJECT_REASONS, 0),
             "last_seq": None, "last_timestamp": None, "proc_time": 0.0, "proc_max": 0.0,
-            "processed": 0, "gc_runs": 0, "gc_collected": 0, "gc_time": 0.0,
+            "gc_runs": 0, "gc_collected": 0, "gc_time": 0.0,
         }
         self._stream_info: dict[str, Any] = {}
         self._started_at = 0.0
         self._payload: np.ndarray | None = None
         self._geometry: tuple[int, int, int] | None = None
-        self._reducer: _core.FrameReducer | None = None
+        self._reducer: FrameReducer | None = None
         self._since_gc = 0
 
     def _run(self, sock: zmq.Socket) -> None:
         topic = bytearray(len(TOPIC) + 1)
         if self._payload is None:
             self._payload = np.empty(self.max_message_bytes, np.uint8)
+        payload = self._payload
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not poller.poll(POLL_INTERVAL * 1000):
+                if not poller.poll(round(POLL_INTERVAL * 1000)):
                     continue
                 for _ in range(_BATCH):
                     try:
-                        self._receive_one(sock, topic)
+                        self._receive_one(sock, topic, payload)
                     except zmq.Again:
                         break
                 if self.gc_interval and self._since_gc >= self.gc_interval:
@@ -283,7 +286,7 @@ class Receiver(Worker):
         finally:
             sock.close(linger=0)
 
-    def _receive_one(self, sock: zmq.Socket, topic: bytearray) -> None:
+    def _receive_one(self, sock: zmq.Socket, topic: bytearray, payload: np.ndarray) -> None:
         """Receive one whole message (raises zmq.Again if none is waiting)."""
         ntopic = sock.recv_into(topic, flags=zmq.NOBLOCK)
         t0 = time.perf_counter()
@@ -291,19 +294,19 @@ class Receiver(Worker):
         self._stats["messages"] += 1
         try:
             if not sock.getsockopt(zmq.RCVMORE):
-                raise ProtocolError("parts", "1 frame, expected 3")
+                raise ProtocolError(Reject.PARTS, "1 frame, expected 3")
             header_bytes = sock.recv()
             if not sock.getsockopt(zmq.RCVMORE):
-                raise ProtocolError("parts", "2 frames, expected 3")
-            nbytes = sock.recv_into(self._payload)
+                raise ProtocolError(Reject.PARTS, "2 frames, expected 3")
+            nbytes = sock.recv_into(payload)  # type: ignore[arg-type]  # a buffer
             if sock.getsockopt(zmq.RCVMORE):
                 extra = _drain(sock)
-                raise ProtocolError("parts", f"{3 + extra} frames, expected 3")
+                raise ProtocolError(Reject.PARTS, f"{3 + extra} frames, expected 3")
             if ntopic != len(TOPIC) or topic[:ntopic] != TOPIC:
-                raise ProtocolError("topic", f"topic {bytes(topic[:ntopic])!r}...")
-            if nbytes > self._payload.nbytes:
-                raise ProtocolError("oversize", f"payload of {nbytes} bytes exceeds "
-                                    f"max_message_bytes = {self._payload.nbytes}")
+                raise ProtocolError(Reject.TOPIC, f"topic {bytes(topic[:ntopic])!r}...")
+            if nbytes > payload.nbytes:
+                raise ProtocolError(Reject.OVERSIZE, f"payload of {nbytes} bytes exceeds "
+                                    f"max_message_bytes = {payload.nbytes}")
             header = parse_header(header_bytes)
             check_payload_size(header, nbytes)
             self._accept(header, arrival)
@@ -316,19 +319,18 @@ class Receiver(Worker):
         except Exception as exc:  # never let one message end reception
             if sock.getsockopt(zmq.RCVMORE):
                 _drain(sock)
-            self._stats["rejected"][_INTERNAL] += 1
-            self._rlog.log(logging.ERROR, _INTERNAL, "message from %s not handled: %r",
+            self._stats["rejected"][Reject.INTERNAL.value] += 1
+            self._rlog.log(logging.ERROR, Reject.INTERNAL.value, "message from %s not handled: %r",
                            self.endpoint, exc, exc_info=True)
         finally:
             dt = time.perf_counter() - t0
             st = self._stats
             st["proc_time"] += dt
-            st["processed"] += 1
             st["proc_max"] = max(st["proc_max"], dt)
 
-    def _reject(self, reason: str, detail: str) -> None:
-        self._stats["rejected"][reason] = self._stats["rejected"].get(reason, 0) + 1
-        self._rlog.log(logging.WARNING, reason, "rejected message from %s: %s",
+    def _reject(self, reason: Reject, detail: str) -> None:
+        self._stats["rejected"][reason.value] += 1
+        self._rlog.log(logging.WARNING, reason.value, "rejected message from %s: %s",
                        self.endpoint, detail)
 
     def _accept(self, h: FrameHeader, arrival: float) -> None:
@@ -336,11 +338,11 @@ class Receiver(Worker):
         if h.shape != self._geometry and not self._new_geometry(h):
             return
         self._track_sender(h)
-        ring = self._ring
-        row = ring.spare_row
-        nbad = self._reducer.reduce(row)
+        ring, reducer = self._ring, self._reducer
+        assert ring is not None and reducer is not None  # bound by _new_geometry
+        nbad = reducer.reduce(ring.spare_row)
         if nbad:
-            self._reject("nonfinite", f"{nbad} of {ring.nfreq} values not finite "
+            self._reject(Reject.NONFINITE, f"{nbad} of {ring.nfreq} values not finite "
                          f"(frame ending {h.get('last_block_time')})")
             return
         seq = h.seq if h.seq is not None else -1
@@ -353,13 +355,14 @@ class Receiver(Worker):
         """Bind the kernel and a fresh ring to a new stream geometry; False if unusable."""
         nbeam, nchan, npol = h.shape
         try:
-            if self.beam >= nbeam:
-                raise ValueError(f"beam {self.beam} asked for, the stream has {nbeam}")
-            code = product_code(self.product, npol)
+            if self.beam_index >= nbeam:
+                raise ValueError(f"beam index {self.beam_index} asked for, the stream has "
+                                 f"{nbeam} beams")
+            product_code(self.product, npol)
             if nchan % self.factor:
                 raise ValueError(f"factor {self.factor} does not divide nchan = {nchan}")
         except ValueError as exc:
-            self._reject(_GEOMETRY, str(exc))
+            self._reject(Reject.GEOMETRY, str(exc))
             return False
         if self._geometry is not None:
             self._stats["geometry_changes"] += 1
@@ -367,8 +370,10 @@ class Receiver(Worker):
                         self._geometry, h.shape)
         nfreq = nchan // self.factor
         ring = RingBuffer(self.buffer_length, nfreq, freqs_hz=self._freqs_hz(h, nchan))
+        assert self._payload is not None  # allocated before the first message
         frame = self._payload[: h.nbytes].view(np.float32).reshape(h.shape)
-        self._reducer = _core.FrameReducer(frame, self.beam, code, self.factor, ring.data)
+        self._reducer = FrameReducer(frame, ring.data, beam=self.beam_index,
+                                     product=self.product, factor=self.factor)
         self._geometry = h.shape
         self._ring = ring
         return True

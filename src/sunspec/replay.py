@@ -17,23 +17,24 @@ no deadline; the telescope's sender, by contrast, drops).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
 
 from . import protocol
-from .archive import ArchiveData, read_archive
 from .clock import FS
 
-__all__ = ["Replayer", "frames", "main", "replay_main"]
+if TYPE_CHECKING:
+    from .archive import ArchiveData
+
+__all__ = ["Replayer", "frames"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Replayer:
                  context: zmq.Context | None = None):
         if speed < 0:
             raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {speed}")
+        from .archive import read_archive  # needs sunspec[archive]
+
         archives = [read_archive(p) for p in paths]
         self.archives = sorted((a for a in archives if len(a)), key=lambda a: int(a.end_tag[0]))
         self.speed = speed
@@ -143,40 +146,3 @@ class Replayer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sunspec-replay", description=__doc__.split("\n")[0])
-    p.add_argument("files", nargs="+", metavar="FILE", help="archive files (.h5, .fit)")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="data seconds per wall-clock second; 0 = as fast as possible")
-    p.add_argument("--port", type=int, default=9798, help="port to bind")
-    p.add_argument("--addr", default="127.0.0.1", help="address to bind")
-    p.add_argument("--max-gap", type=float, default=10.0,
-                   help="data gaps longer than this (s) are skipped, not waited out")
-    p.add_argument("--wait", type=float, default=0.0,
-                   help="wait up to this many seconds for a receiver before sending")
-    p.add_argument("--log-level", default="INFO",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``sunspec-replay FILE... [--speed N] [--port P] [--addr A]``."""
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    with Replayer(args.files, f"tcp://{args.addr}:{args.port}", speed=args.speed,
-                  max_gap=args.max_gap) as rep:
-        nrows = sum(len(a) for a in rep.archives)
-        log.info("replaying %d rows from %d files on %s", nrows, len(rep.archives), rep.endpoint)
-        if args.wait and not rep.wait_subscriber(args.wait):
-            log.warning("no receiver subscribed within %.1f s; sending anyway", args.wait)
-        try:
-            sent = rep.run()
-        except KeyboardInterrupt:
-            sent = rep.sent
-        log.info("sent %d messages", sent)
-    return 0
-
-
-#: the name the sunspec CLI module uses for this entry point
-replay_main = main

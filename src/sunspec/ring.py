@@ -20,7 +20,7 @@ from .kernels import read_rows
 __all__ = ["RingBuffer", "Rows"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rows:
     """Copies of consecutive ring rows, oldest first.
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ._worker import Worker
-from .receiver import Receiver
 from .ring import Rows
+from .source import StreamSource
 
 __all__ = ["SnapshotWriter", "render_png", "save_snapshot"]
 
@@ -95,23 +95,29 @@ def render_png(rows: Rows, path: str | os.PathLike, *, title: str = "", cmap: st
     return path
 
 
-def _title(receiver: Receiver) -> str:
-    info = receiver.stream_info
-    beam = info.get("beam", info.get("beam_index"))
-    parts = [f"beam {beam}" if beam is not None else None, f"product {info.get('product')}",
+def _title(source: StreamSource) -> str:
+    """The header's beam number (the recorder's) and, for frames of several beams, the
+    index within the frame: two different things, never merged."""
+    info = source.stream_info
+    name = info.get("name")
+    parts = [name if name and name != "stream" else None,
+             f"beam {info['beam']}" if info.get("beam") is not None else None,
+             f"beam index {info.get('beam_index')}" if (info.get("nbeam") or 1) > 1 else None,
+             f"product {info.get('product')}",
              f"sender {info['sender_id']}" if info.get("sender_id") else None]
-    return "sunspec  " + " · ".join(p for p in parts if p)
+    return "sunspec  " + " · ".join(str(p) for p in parts if p)
 
 
-def save_snapshot(source: Receiver | Rows, path: str | os.PathLike, **kwargs: Any) -> Path:
-    """Write a two-panel PNG of a receiver's whole ring (or of ``Rows``) to ``path``.
+def save_snapshot(source: StreamSource | Rows, path: str | os.PathLike[str],
+                  **kwargs: Any) -> Path:
+    """Write a two-panel PNG of a stream's whole ring (or of ``Rows``) to ``path``.
 
     ``kwargs`` go to :func:`render_png`. Raises ValueError when there is nothing to draw.
     """
     if isinstance(source, Rows):
         return render_png(source, path, **kwargs)
     ring = source.ring
-    rows = source.get_latest(ring.nrows if ring is not None else 0)
+    rows = ring.latest(ring.nrows) if ring is not None else Rows.empty()
     kwargs.setdefault("title", _title(source))
     return render_png(rows, path, **kwargs)
 
@@ -120,14 +126,13 @@ class SnapshotWriter(Worker):
     """Every ``interval`` s, write ``directory/{prefix}_YYYYmmddTHHMMSSZ.png`` of the ring,
     named by its newest row's UTC time, and delete all but the newest ``keep`` such files.
 
-    Runs in its own thread; a snapshot is skipped while no new row has arrived. Its counters
-    appear in the receiver's status under ``"snapshots"``. :meth:`stop` lets a snapshot in
-    progress finish.
+    Runs in its own thread; a snapshot is skipped while no new row has arrived. :meth:`status`
+    gives its counters. :meth:`stop` lets a snapshot in progress finish.
     """
 
     stop_timeout = 10.0
 
-    def __init__(self, receiver: Receiver, directory: str | os.PathLike, *,
+    def __init__(self, source: StreamSource, directory: str | os.PathLike, *,
                  interval: float = 10.0, keep: int = 100, prefix: str = "sunspec",
                  **render: Any):
         if not interval > 0:
@@ -136,7 +141,7 @@ class SnapshotWriter(Worker):
             raise ValueError(f"keep must be >= 1, got {keep}")
         if not prefix or "/" in prefix or os.sep in prefix:
             raise ValueError(f"prefix must be a plain file-name prefix, got {prefix!r}")
-        self.receiver = receiver
+        self.source = source
         self.directory = Path(directory)
         self.interval = interval
         self.keep = keep
@@ -150,23 +155,22 @@ class SnapshotWriter(Worker):
 
     def _prepare(self) -> tuple[()]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.receiver.add_status_source("snapshots", self.stats)
         return ()
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         return dict(self._counts, directory=str(self.directory), keep=self.keep,
                     interval_s=self.interval)
 
     def write_once(self) -> Path | None:
         """Write one snapshot now if a new row arrived since the last; returns its path."""
-        ring = self.receiver.ring
+        ring = self.source.ring
         if ring is None or ring.total == 0 or self._last_row == (id(ring), ring.total):
             return None
         rows = ring.latest(ring.nrows)
         t0 = time.perf_counter()
         stamp = np.datetime_as_string(rows.times[-1], unit="s").replace("-", "").replace(":", "")
         path = self.directory / f"{self.prefix}_{stamp}Z.png"
-        save_snapshot(rows, path, **{"title": _title(self.receiver), **self.render})
+        save_snapshot(rows, path, **{"title": _title(self.source), **self.render})
         self._last_row = (id(ring), rows.next_index)
         self._counts.update(written=self._counts["written"] + 1, last_path=str(path),
                             last_seconds=time.perf_counter() - t0)

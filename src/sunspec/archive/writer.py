@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +37,11 @@ from .._log import RateLimitedLog
 from .._worker import Worker
 from ..clock import FS, tag_to_datetime
 from ..ring import RingBuffer, Rows
-from . import fits, hdf5
+from ..source import StreamSource
+from . import DEFAULT_FORMAT, DEFAULT_SPAN, fits, hdf5
 from .base import ArchiveMeta, SpanFile, meta_from_stream_info
 
-__all__ = ["FORMATS", "ArchiveWriter", "recover", "start_archive"]
+__all__ = ["FORMATS", "ArchiveWriter", "recover"]
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ _SPAN_FILES: dict[str, Callable[..., SpanFile]] = {
 _EXTENSIONS = {m.EXTENSION: m for m in FORMATS.values()}
 #: seconds the thread sleeps in ring.wait before doing housekeeping
 _TICK = 0.25
-
-
-class ReceiverLike(Protocol):
-    """What the writer uses of a :class:`sunspec.receiver.Receiver`."""
-
-    @property
-    def ring(self) -> RingBuffer | None: ...
-
-    @property
-    def stream_info(self) -> dict[str, Any]: ...
 
 
 def _software() -> str:
@@ -155,7 +146,7 @@ class ArchiveWriter(Worker):
     """Archive a receiver's rows to ``directory`` in ``fmt`` ('hdf5' or 'fits'), one file per
     ``span`` seconds of UTC.
 
-    ``receiver`` needs only ``ring`` and ``stream_info`` (see :class:`ReceiverLike`).
+    ``receiver`` is any :class:`~sunspec.source.StreamSource` (e.g. a Receiver).
     ``sun_above`` (degrees) keeps only rows taken while the Sun is higher than that at OVRO.
     :meth:`stop` writes what the ring still holds for the writer and completes the open file.
     """
@@ -164,10 +155,10 @@ class ArchiveWriter(Worker):
 
     def __init__(
         self,
-        receiver: ReceiverLike,
+        receiver: StreamSource,
         directory: str | os.PathLike[str],
-        fmt: str = "hdf5",
-        span: int = 900,
+        fmt: str = DEFAULT_FORMAT,
+        span: int = DEFAULT_SPAN,
         *,
         flush_interval: float = 10.0,
         idle_close: float = 60.0,
@@ -218,7 +209,7 @@ class ArchiveWriter(Worker):
         return ()
 
     def status(self) -> dict[str, Any]:
-        """Counters for the receiver's status (``add_status_source``)."""
+        """The writer's counters (a section of the program's status)."""
         st = dict(self._stats)
         st["errors"] = dict(st["errors"])
         cur = self._open
@@ -388,14 +379,3 @@ class ArchiveWriter(Worker):
         self._rlog.log(logging.ERROR, kind, "archive %s failed in %s: %s", stage,
                        self.directory, exc)
 
-
-def start_archive(receiver: Any, directory: str | os.PathLike[str], fmt: str = "hdf5",
-                  span: int = 900, **kwargs: Any) -> ArchiveWriter:
-    """Start archiving ``receiver``'s rows; its status gains an ``archive`` entry.
-
-    ``kwargs`` go to :class:`ArchiveWriter` (``flush_interval``, ``sun_above``, ...).
-    """
-    writer = ArchiveWriter(receiver, directory, fmt, span, **kwargs)
-    if hasattr(receiver, "add_status_source"):
-        receiver.add_status_source("archive", writer.status)
-    return writer.start()

@@ -2,7 +2,7 @@
 
 Data flow (one way, as everywhere in sunspec)::
 
-    Receiver ──ring──> fan-out thread ──call_soon_threadsafe──> loop ──> per-viewer queues
+    source ──ring──> fan-out thread   ──call_soon_threadsafe──> loop ──> per-viewer queues
                        (ring.wait/since,                         (history of encoded rows
                         encodes each row once)                    for backfill)
 
@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -36,8 +37,9 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from ..receiver import Receiver
 from ..ring import RingBuffer, Rows
+from ..source import StreamSource
+from . import DEFAULT_HOST, DEFAULT_PORT
 from .codec import HEADER, MAGIC, encode_rows, record_dtype
 
 __all__ = ["WebServer", "serve"]
@@ -95,32 +97,38 @@ class _Viewer:
         self.wake.set()
 
     async def send(self, msg: _Message) -> None:
-        if msg.control:
+        if isinstance(msg.data, str):
             await self.ws.send_str(msg.data)
         else:
             await self.ws.send_bytes(msg.data)
         self.sent_rows += msg.nrows
         self.sent_bytes += len(msg.data)
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         return {"id": self.ident, "peer": self.peer, "connected_s": time.time() - self.connected,
-                "queued": len(self.queue), "sent_rows": self.sent_rows,
+                "queued_messages": len(self.queue), "sent_rows": self.sent_rows,
                 "sent_bytes": self.sent_bytes, "dropped_rows": self.dropped_rows}
 
 
 class WebServer:
-    """Serve the live view of ``receiver`` on ``http://host:port/`` (``port=0``: any free port).
+    """Serve the live view of one stream (any :class:`~sunspec.source.StreamSource`, e.g. a
+    :class:`~sunspec.Receiver`) on ``http://host:port/`` (``port=0``: any free port).
+
+    ``/api/status`` answers ``status()`` (the program's composed status, e.g. a receiver's
+    ``get_buffer_status``); without it, the stream's metadata and this server's own section.
 
     ``queue_limit`` bounds each viewer's queue (messages, usually one row each) and
     ``send_buffer`` the kernel's send buffer per viewer (bytes), so a viewer that stops reading
     costs bounded memory; ``heartbeat`` (s) pings viewers so that vanished ones are closed.
     """
 
-    def __init__(self, receiver: Receiver, host: str = "127.0.0.1", port: int = 9527, *,
-                 queue_limit: int = 256, send_buffer: int = 256 * 1024, heartbeat: float = 15.0):
+    def __init__(self, source: StreamSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 *, status: Callable[[], dict[str, Any]] | None = None, queue_limit: int = 256,
+                 send_buffer: int = 256 * 1024, heartbeat: float = 15.0):
         if queue_limit < 1:
             raise ValueError(f"queue_limit must be >= 1, got {queue_limit}")
-        self.receiver = receiver
+        self.source = source
+        self._status = status
         self.host = host
         self.port = port
         self.queue_limit = queue_limit
@@ -170,7 +178,6 @@ class WebServer:
         self._fanout_thread = threading.Thread(target=self._fanout, daemon=True,
                                                name="sunspec-web-fanout")
         self._fanout_thread.start()
-        self.receiver.add_status_source("web", self.stats)
         log.info("live view on %s", self.url)
         return self
 
@@ -196,9 +203,9 @@ class WebServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """Viewers and their counters (any thread; a snapshot, not locked)."""
-        viewers = [v.stats() for v in list(self._viewers.values())]
+        viewers = [v.status() for v in list(self._viewers.values())]
         return {"url": self.url, "viewers": len(viewers),
                 "dropped_rows": self._counts["dropped_rows_closed"]
                 + sum(v["dropped_rows"] for v in viewers),
@@ -245,12 +252,12 @@ class WebServer:
         ring: RingBuffer | None = None
         cursor = 0
         while not self._stop.is_set():
-            current = self.receiver.ring
+            current = self.source.ring
             if current is not ring:
                 ring, cursor = current, 0
                 self._post(_Message(self._meta_json(ring)), ring)
             if ring is None:
-                self.receiver.wait_for_ring(_WAIT)
+                self.source.wait_for_ring(_WAIT)
                 continue
             if not ring.wait(cursor, _WAIT):
                 continue
@@ -268,7 +275,7 @@ class WebServer:
 
     def _broadcast(self, msg: _Message, ring: RingBuffer | None) -> None:
         """On the loop: keep the history for backfill and queue ``msg`` for every viewer."""
-        if msg.control:
+        if isinstance(msg.data, str):
             self._meta = msg.data
             self._history = deque(maxlen=ring.nrows if ring is not None else 0)
             self._nfreq = ring.nfreq if ring is not None else 0
@@ -279,15 +286,16 @@ class WebServer:
             viewer.push(msg)
 
     def _meta_json(self, ring: RingBuffer | None) -> str:
-        info = self.receiver.stream_info
+        info = self.source.stream_info
         freqs = ring.freqs_mhz if ring is not None else None
         return json.dumps({
             "type": "meta",
             "nrows": ring.nrows if ring is not None else 0,
             "nfreq": ring.nfreq if ring is not None else 0,
             "freqs_mhz": None if freqs is None else np.round(freqs, 6).tolist(),
-            "stream": {k: info.get(k) for k in ("sender_id", "beam", "beam_index", "product",
-                                                "factor", "endpoint", "pols", "navg", "nint")},
+            "stream": {k: info.get(k) for k in ("name", "sender_id", "beam", "nbeam", "beam_index",
+                                                "product", "factor", "endpoint", "pols",
+                                                "navg", "nint")},
         }, default=_jsonable)
 
     # --- WebSocket --------------------------------------------------------------------------
@@ -338,13 +346,14 @@ class WebServer:
                             headers={"Cache-Control": "no-cache"})
 
     async def _api_status(self, _request: web.Request) -> web.Response:
-        status = self.receiver.get_buffer_status()
-        status["stream"] = self.receiver.stream_info
+        status: dict[str, Any] = (self._status() if self._status is not None
+                                  else {"web": self.status()})
+        status["stream"] = self.source.stream_info
         status["server_time"] = time.time()
         return _json_response(status)
 
     async def _api_freqs(self, _request: web.Request) -> web.Response:
-        ring = self.receiver.ring
+        ring = self.source.ring
         freqs = ring.freqs_mhz if ring is not None else None
         return _json_response({
             "nfreq": ring.nfreq if ring is not None else 0,
@@ -362,7 +371,8 @@ class WebServer:
         fmt = request.query.get("format", "json")
         if n < 0 or fmt not in ("json", "bin", "npz"):
             raise web.HTTPBadRequest(text="n must be >= 0 and format one of json, bin, npz")
-        rows = self.receiver.get_latest(n)
+        ring = self.source.ring
+        rows = ring.latest(n) if ring is not None else Rows.empty()
         loop = asyncio.get_running_loop()
         if fmt == "bin":
             body = await loop.run_in_executor(None, encode_rows, rows)
@@ -403,7 +413,7 @@ def _npz(rows: Rows) -> bytes:
               "seq": rows.seq, "arrival_unix": rows.arrival_unix}
     if rows.freqs_mhz is not None:
         arrays["freqs_mhz"] = rows.freqs_mhz
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     return buf.getvalue()
 
 
@@ -430,8 +440,8 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 9527, **kwargs: Any
-          ) -> WebServer:
-    """Start the live view of ``receiver`` in its own threads; returns the running
-    :class:`WebServer` (``.url``, ``.port``, ``.stats()``, ``.stop()``). ``kwargs`` go to it."""
-    return WebServer(receiver, host, port, **kwargs).start()
+def serve(source: StreamSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          **kwargs: Any) -> WebServer:
+    """Start the live view of ``source`` in its own threads; returns the running
+    :class:`WebServer` (``.url``, ``.port``, ``.status()``, ``.stop()``). ``kwargs`` go to it."""
+    return WebServer(source, host, port, **kwargs).start()

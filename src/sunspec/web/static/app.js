@@ -32,8 +32,11 @@ function reset(meta) {
   state.offCtx = state.off && state.off.getContext("2d");
   state.column = state.offCtx && state.offCtx.createImageData(1, state.nfreq);
   const s = state.stream;
-  const beam = s.beam ?? s.beam_index;
-  $("title").textContent = [beam != null ? `beam ${beam}` : null,
+  // the header's beam number (the recorder's) and the receiver's index within the frame
+  // are different things: the index is shown only when the frame holds several beams
+  $("title").textContent = [s.name && s.name !== "stream" ? s.name : null,
+    s.beam != null ? `beam ${s.beam}` : null,
+    s.nbeam > 1 ? `beam index ${s.beam_index}` : null,
     s.product != null ? `product ${s.product}` : null,
     s.factor > 1 ? `${s.factor} channels averaged` : null].filter(Boolean).join(" · ") || "live";
   state.lastAuto = 0; state.dirty = true;
