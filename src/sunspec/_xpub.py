@@ -1,0 +1,160 @@
+"""The sender's socket: a bound XPUB that takes only the subscriptions the protocol uses.
+
+Receivers see it as a PUB. :class:`XPubSocket` is used by one thread only (the publishing
+thread of :class:`sunspec.Publisher`). What it does against hostile or broken peers:
+
+- ``XPUB_MANUAL``: every (un)subscription is handed to us; only ``b""`` and ``b"data"`` are
+  applied, anything else is refused (counted, logged) and gets no data;
+- ``ZMQ_MAXMSGSIZE``: a peer sending a larger message is disconnected by libzmq. libzmq
+  reports that as a plain disconnect, so the socket monitor counts every disconnect
+  (``disconnects``: peers that left or were dropped) and logs them;
+- libzmq keeps every subscription a peer sends (refused ones too) in a per-connection trie
+  until that peer disconnects, and there is no call to drop one peer. So when more than
+  ``max_foreign`` refused subscriptions are held, the socket is closed and bound again on
+  the same endpoint (``rebinds``): that frees them; receivers' SUB sockets reconnect and
+  subscribe again by themselves. This bounds the memory a flood of distinct subscriptions
+  can take.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ._log import RateLimitedLog
+
+__all__ = ["ACCEPTED_TOPICS", "XPubSocket"]
+
+log = logging.getLogger(__name__)
+
+#: the subscriptions a protocol receiver makes (the deployed receiver subscribes b"")
+ACCEPTED_TOPICS = (b"", b"data")
+#: largest inbound message: the ZMTP handshake's READY command with its properties must fit
+DEFAULT_MAXMSGSIZE = 512
+
+
+class XPubSocket:
+    """An XPUB bound on ``endpoint``; call :meth:`service` often from the owning thread."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, linger_ms: int,
+                 nodrop: bool, maxmsgsize: int = DEFAULT_MAXMSGSIZE, max_foreign: int = 10_000):
+        self._ctx = ctx
+        self._opts = {zmq.SNDHWM: sndhwm, zmq.LINGER: linger_ms, zmq.XPUB_MANUAL: 1,
+                      zmq.XPUB_NODROP: int(nodrop), zmq.MAXMSGSIZE: maxmsgsize}
+        self.max_foreign = max_foreign
+        self.subscriptions = 0  # accepted subscription messages since the start
+        self.refused = 0  # refused subscription messages since the start
+        self.connections = 0
+        self.disconnects = 0
+        self.rebinds = 0
+        self._foreign = 0  # refused subscriptions libzmq still holds
+        self._rlog = RateLimitedLog(log)
+        self.sock, self.monitor = self._bind(endpoint)
+        self.endpoint: str = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _bind(self, endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
+        sock = self._ctx.socket(zmq.XPUB)
+        try:
+            for opt, value in self._opts.items():
+                sock.setsockopt(opt, value)
+            sock.bind(endpoint)
+            monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        except zmq.ZMQError:
+            sock.close(0)
+            raise
+        return sock, monitor
+
+    def service(self, limit: int = 10_000) -> bool:
+        """Handle up to ``limit`` pending (un)subscriptions and monitor events; True if
+        subscriptions were accepted."""
+        sock = self.sock
+        accepted = False
+        for _ in range(limit):
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            kind, topic = msg[:1], msg[1:]
+            if topic in ACCEPTED_TOPICS and kind in (b"\x01", b"\x00"):
+                sock.setsockopt(zmq.SUBSCRIBE if kind == b"\x01" else zmq.UNSUBSCRIBE, topic)
+                if kind == b"\x01":
+                    self.subscriptions += 1
+                    accepted = True
+            elif kind == b"\x01":
+                self.refused += 1
+                self._foreign += 1
+                self._rlog.log(logging.WARNING, "refused",
+                               "%s: refused subscription %r (%d refused so far)",
+                               self.endpoint, topic[:32], self.refused)
+            elif kind == b"\x00":
+                self._foreign = max(0, self._foreign - 1)
+            else:  # a message from an XSUB peer that is no subscription
+                self.refused += 1
+        self._read_monitor()
+        if self._foreign > self.max_foreign:
+            self._rebind()
+        return accepted
+
+    def _read_monitor(self) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.connections += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.disconnects += 1
+                self._rlog.log(logging.INFO, "disconnect",
+                               "%s: a peer disconnected or was dropped for a message over "
+                               "%d bytes (%d disconnects so far)", self.endpoint,
+                               self._opts[zmq.MAXMSGSIZE], self.disconnects)
+
+    def _rebind(self) -> None:
+        log.warning("%s: peers hold %d refused subscriptions (over %d): closing the socket "
+                    "and binding it again; receivers reconnect", self.endpoint, self._foreign,
+                    self.max_foreign)
+        self._close_now()
+        deadline = time.monotonic() + 5.0
+        while True:  # the old listener is closed asynchronously by libzmq
+            try:
+                self.sock, self.monitor = self._bind(self.endpoint)
+                break
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self._foreign = 0
+        self.rebinds += 1
+
+    def send(self, parts: list) -> bool:
+        """Send without blocking; False if the socket would block (``XPUB_NODROP`` and a
+        full subscriber queue)."""
+        try:
+            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return False
+        return True
+
+    def wait(self, timeout_ms: int) -> None:
+        """Wait up to ``timeout_ms`` for inbound (subscription) messages."""
+        self.sock.poll(timeout_ms, zmq.POLLIN)
+
+    def _close_now(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close(0)
+
+    def close(self) -> None:
+        """Close (queued messages get the socket's linger time)."""
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close()
+
+    def stats(self) -> dict[str, int]:
+        return {"subscriptions": self.subscriptions, "refused": self.refused,
+                "connections": self.connections, "disconnects": self.disconnects,
+                "rebinds": self.rebinds}
