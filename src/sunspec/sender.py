@@ -370,7 +370,7 @@ class Publisher:
         self._out = _Outbox(queue, block, self.sender_id)
         self._closed = False
         self._rlog = RateLimitedLog(log)
-        self._thread = threading.Thread(target=_publish, args=(self._out, xsock),
+        self._thread = threading.Thread(target=_publish, args=(self._out, xsock, self._ctx if self._own_context else None),
                                         name=f"sunspec-publisher {self.endpoint}", daemon=True)
         self._thread.start()
 
@@ -501,8 +501,6 @@ class Publisher:
             out.closing = True
             out.cond.notify_all()
         self._thread.join(timeout)
-        if self._own_context and not self._thread.is_alive():
-            self._ctx.term()
 
     def __enter__(self) -> Publisher:
         return self
@@ -530,9 +528,9 @@ def _encode(slot: _Slot, sender_id: str) -> list:
     return protocol.encode(slot.data, header)
 
 
-def _publish(out: _Outbox, xsock: XPubSocket) -> None:
-    """The publishing thread, the only one that touches the socket: handles subscriptions
-    and sends queued slots in order."""
+def _publish(out: _Outbox, xsock: XPubSocket, own_ctx: zmq.Context | None) -> None:
+    """The publishing thread, the only one that touches the socket (and terminates the
+    publisher's own context): handles subscriptions and sends queued slots in order."""
     rlog = RateLimitedLog(log)
     try:
         while True:
@@ -575,3 +573,5 @@ def _publish(out: _Outbox, xsock: XPubSocket) -> None:
             out.cond.notify_all()
     finally:
         xsock.close()
+        if own_ctx is not None:
+            own_ctx.term()
