@@ -46,6 +46,7 @@ class XPubSocket:
                       zmq.XPUB_NODROP: int(nodrop), zmq.MAXMSGSIZE: maxmsgsize}
         self.max_foreign = max_foreign
         self.subscriptions = 0  # accepted subscription messages since the start
+        self.subscribed = 0  # accepted subscriptions held now
         self.refused = 0  # refused subscription messages since the start
         self.connections = 0
         self.disconnects = 0
@@ -82,7 +83,10 @@ class XPubSocket:
                 sock.setsockopt(zmq.SUBSCRIBE if kind == b"\x01" else zmq.UNSUBSCRIBE, topic)
                 if kind == b"\x01":
                     self.subscriptions += 1
+                    self.subscribed += 1
                     accepted = True
+                else:
+                    self.subscribed = max(0, self.subscribed - 1)
             elif kind == b"\x01":
                 self.refused += 1
                 self._foreign += 1
@@ -128,6 +132,7 @@ class XPubSocket:
                     raise
                 time.sleep(0.01)
         self._foreign = 0
+        self.subscribed = 0  # every peer is gone; receivers subscribe again
         self.rebinds += 1
 
     def send(self, parts: list) -> bool:
@@ -155,6 +160,7 @@ class XPubSocket:
         self.sock.close()
 
     def stats(self) -> dict[str, int]:
-        return {"subscriptions": self.subscriptions, "refused": self.refused,
+        return {"subscriptions": self.subscriptions, "subscribed": self.subscribed,
+                "refused": self.refused,
                 "connections": self.connections, "disconnects": self.disconnects,
                 "rebinds": self.rebinds}

@@ -477,8 +477,8 @@ class Publisher:
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: seq (messages offered), sent, dropped (queue full),
-        errors, bytes_sent; and the socket's: subscriptions (accepted), refused,
-        connections, disconnects, rebinds."""
+        errors, bytes_sent, queued; and the socket's: subscriptions (accepted since the
+        start), subscribed (held now), refused, connections, disconnects, rebinds."""
         out = self._out
         with out.cond:
             return {"endpoint": self.endpoint, "sender_id": self.sender_id, "seq": out.seq,
