@@ -8,18 +8,19 @@ thread of :class:`sunspec.Publisher`). What it does against hostile or broken pe
 - ``ZMQ_MAXMSGSIZE``: a peer sending a larger message is disconnected by libzmq. libzmq
   reports that as a plain disconnect, so the socket monitor counts every disconnect
   (``disconnects``: peers that left or were dropped) and logs them;
-- libzmq keeps every subscription a peer sends (refused ones too) in a per-connection trie
-  until that peer disconnects, and there is no call to drop one peer. So when more than
-  ``max_foreign`` refused subscriptions are held, the socket is closed and bound again on
-  the same endpoint (``rebinds``): that frees them; receivers' SUB sockets reconnect and
-  subscribe again by themselves. This bounds the memory a flood of distinct subscriptions
-  can take.
+- libzmq (4.3, ``XPUB_MANUAL`` too) keeps every subscription a peer sends, refused ones
+  included, in a per-connection trie until that peer disconnects, and has no call to drop
+  one peer. ``foreign`` counts the refused subscriptions still held; above ``max_foreign``
+  a warning is logged. Memory therefore grows with a flood of distinct short subscriptions
+  from a peer that stays connected (about 0.7 kB each, measured): a known limit, see
+  ``benchmarks/bench_sender.py``. Closing and binding the socket again would free them,
+  but SUB sockets that were connected did not subscribe again after it (libzmq 4.3.5), so
+  that is not done.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -41,7 +42,6 @@ class XPubSocket:
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, linger_ms: int,
                  nodrop: bool, maxmsgsize: int = DEFAULT_MAXMSGSIZE, max_foreign: int = 10_000):
-        self._ctx = ctx
         self._opts = {zmq.SNDHWM: sndhwm, zmq.LINGER: linger_ms, zmq.XPUB_MANUAL: 1,
                       zmq.XPUB_NODROP: int(nodrop), zmq.MAXMSGSIZE: maxmsgsize}
         self.max_foreign = max_foreign
@@ -50,23 +50,19 @@ class XPubSocket:
         self.refused = 0  # refused subscription messages since the start
         self.connections = 0
         self.disconnects = 0
-        self.rebinds = 0
-        self._foreign = 0  # refused subscriptions libzmq still holds
+        self.foreign = 0  # refused subscriptions libzmq still holds
         self._rlog = RateLimitedLog(log)
-        self.sock, self.monitor = self._bind(endpoint)
-        self.endpoint: str = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-    def _bind(self, endpoint: str) -> tuple[zmq.Socket, zmq.Socket]:
-        sock = self._ctx.socket(zmq.XPUB)
+        self.sock = ctx.socket(zmq.XPUB)
         try:
             for opt, value in self._opts.items():
-                sock.setsockopt(opt, value)
-            sock.bind(endpoint)
-            monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+                self.sock.setsockopt(opt, value)
+            self.sock.bind(endpoint)
+            self.monitor = self.sock.get_monitor_socket(zmq.EVENT_ACCEPTED
+                                                        | zmq.EVENT_DISCONNECTED)
         except zmq.ZMQError:
-            sock.close(0)
+            self.sock.close(0)
             raise
-        return sock, monitor
+        self.endpoint: str = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def service(self, limit: int = 10_000) -> bool:
         """Handle up to ``limit`` pending (un)subscriptions and monitor events; True if
@@ -89,17 +85,19 @@ class XPubSocket:
                     self.subscribed = max(0, self.subscribed - 1)
             elif kind == b"\x01":
                 self.refused += 1
-                self._foreign += 1
+                self.foreign += 1
+                if self.foreign > self.max_foreign:
+                    self._rlog.log(logging.WARNING, "foreign",
+                                   "%s: peers hold %d refused subscriptions (memory grows until "
+                                   "they disconnect)", self.endpoint, self.foreign)
                 self._rlog.log(logging.WARNING, "refused",
                                "%s: refused subscription %r (%d refused so far)",
                                self.endpoint, topic[:32], self.refused)
             elif kind == b"\x00":
-                self._foreign = max(0, self._foreign - 1)
+                self.foreign = max(0, self.foreign - 1)
             else:  # a message from an XSUB peer that is no subscription
                 self.refused += 1
         self._read_monitor()
-        if self._foreign > self.max_foreign:
-            self._rebind()
         return accepted
 
     def _read_monitor(self) -> None:
@@ -117,24 +115,6 @@ class XPubSocket:
                                "%d bytes (%d disconnects so far)", self.endpoint,
                                self._opts[zmq.MAXMSGSIZE], self.disconnects)
 
-    def _rebind(self) -> None:
-        log.warning("%s: peers hold %d refused subscriptions (over %d): closing the socket "
-                    "and binding it again; receivers reconnect", self.endpoint, self._foreign,
-                    self.max_foreign)
-        self._close_now()
-        deadline = time.monotonic() + 5.0
-        while True:  # the old listener is closed asynchronously by libzmq
-            try:
-                self.sock, self.monitor = self._bind(self.endpoint)
-                break
-            except zmq.ZMQError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        self._foreign = 0
-        self.subscribed = 0  # every peer is gone; receivers subscribe again
-        self.rebinds += 1
-
     def send(self, parts: list) -> bool:
         """Send without blocking; False if the socket would block (``XPUB_NODROP`` and a
         full subscriber queue)."""
@@ -148,11 +128,6 @@ class XPubSocket:
         """Wait up to ``timeout_ms`` for inbound (subscription) messages."""
         self.sock.poll(timeout_ms, zmq.POLLIN)
 
-    def _close_now(self) -> None:
-        self.sock.disable_monitor()
-        self.monitor.close(0)
-        self.sock.close(0)
-
     def close(self) -> None:
         """Close (queued messages get the socket's linger time)."""
         self.sock.disable_monitor()
@@ -162,5 +137,5 @@ class XPubSocket:
     def stats(self) -> dict[str, int]:
         return {"subscriptions": self.subscriptions, "subscribed": self.subscribed,
                 "refused": self.refused,
-                "connections": self.connections, "disconnects": self.disconnects,
-                "rebinds": self.rebinds}
+                "foreign": self.foreign, "connections": self.connections,
+                "disconnects": self.disconnects}

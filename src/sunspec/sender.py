@@ -478,7 +478,8 @@ class Publisher:
     def stats(self) -> dict[str, Any]:
         """Counters since start: seq (messages offered), sent, dropped (queue full),
         errors, bytes_sent, queued; and the socket's: subscriptions (accepted since the
-        start), subscribed (held now), refused, connections, disconnects, rebinds."""
+        start), subscribed (held now), refused, foreign (refused ones peers still hold),
+        connections, disconnects."""
         out = self._out
         with out.cond:
             return {"endpoint": self.endpoint, "sender_id": self.sender_id, "seq": out.seq,
