@@ -34,11 +34,10 @@ import threading
 import time
 from typing import Any
 
-from sunspec._log import RateLimitedLog
-
 import numpy as np
 
 from sunspec import Averager, Publisher
+from sunspec._log import RateLimitedLog
 
 try:  # only inside the recorder's environment
     from bifrost import affinity as _affinity

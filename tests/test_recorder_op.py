@@ -251,15 +251,16 @@ class ZmqCallsByThread:
         self._dir = str(Path(zmq.__file__).parent)
 
     def _hook(self, frame, event, arg):
-        name = None
-        if event == "call" and frame.f_code.co_filename.startswith(self._dir):
+        if event == "call":
+            ours = frame.f_code.co_filename.startswith(self._dir)
+        elif event == "c_call":
+            owner = type(getattr(arg, "__self__", None)).__module__
+            ours = (getattr(arg, "__module__", None) or "").startswith("zmq") or \
+                owner.startswith("zmq")
+        else:
+            ours = False
+        if ours:
             name = threading.current_thread().name
-        elif event == "c_call" and (getattr(arg, "__module__", None) or "").startswith("zmq"):
-            name = threading.current_thread().name
-        elif event == "c_call" and type(getattr(arg, "__self__", None)).__module__.startswith(
-                "zmq"):
-            name = threading.current_thread().name
-        if name is not None:
             self.calls[name] = self.calls.get(name, 0) + 1
 
     def __enter__(self):

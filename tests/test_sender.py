@@ -6,10 +6,9 @@ import dataclasses
 import datetime as dt
 import gc
 import json
+import sys
 import threading
 import time
-
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -42,8 +42,10 @@ class XPubSocket:
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *, sndhwm: int, linger_ms: int,
                  nodrop: bool, maxmsgsize: int = DEFAULT_MAXMSGSIZE, max_foreign: int = 10_000):
-        self._opts = {zmq.SNDHWM: sndhwm, zmq.LINGER: linger_ms, zmq.XPUB_MANUAL: 1,
-                      zmq.XPUB_NODROP: int(nodrop), zmq.MAXMSGSIZE: maxmsgsize}
+        # RCVHWM: a small inbound queue, so a flooding peer is held back by TCP
+        self._opts = {zmq.SNDHWM: sndhwm, zmq.RCVHWM: 64, zmq.LINGER: linger_ms,
+                      zmq.XPUB_MANUAL: 1, zmq.XPUB_NODROP: int(nodrop),
+                      zmq.MAXMSGSIZE: maxmsgsize}
         self.max_foreign = max_foreign
         self.subscriptions = 0  # accepted subscription messages since the start
         self.subscribed = 0  # accepted subscriptions held now
@@ -64,7 +66,7 @@ class XPubSocket:
             raise
         self.endpoint: str = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def service(self, limit: int = 10_000) -> bool:
+    def service(self, limit: int = 256) -> bool:
         """Handle up to ``limit`` pending (un)subscriptions and monitor events; True if
         subscriptions were accepted."""
         sock = self.sock

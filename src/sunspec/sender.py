@@ -370,7 +370,8 @@ class Publisher:
         self._out = _Outbox(queue, block, self.sender_id)
         self._closed = False
         self._rlog = RateLimitedLog(log)
-        self._thread = threading.Thread(target=_publish, args=(self._out, xsock, self._ctx if self._own_context else None),
+        own = self._ctx if self._own_context else None
+        self._thread = threading.Thread(target=_publish, args=(self._out, xsock, own),
                                         name=f"sunspec-publisher {self.endpoint}", daemon=True)
         self._thread.start()
 
