@@ -5,8 +5,14 @@ same constructor, ``main()``, ``shutdown()`` and ``shutdown_event``; same messag
 wire (every version 1 key, plus sunspec's version 2 keys). What changes:
 
 - each frame is the float64-accurate mean of ``ntime_gulp // npack_per_gulp`` spectra
-  (:class:`sunspec.Averager`) and goes out through a non-blocking
-  :class:`sunspec.Publisher`: a full queue drops and counts, it never stalls the ring;
+  (:class:`sunspec.Averager`) and goes out through :class:`sunspec.Publisher`: the thread
+  reading the ring only copies the frame into a bounded queue (full: the oldest frame is
+  dropped and counted) and makes no ZeroMQ call; the publisher's own thread sends, so no
+  peer can stall the ring;
+- every frame is labelled by the spectra it holds: a span's ``offset`` (bytes from the
+  sequence start) gives its first spectrum, so a late join or an overrun reader
+  (``guarantee=False``) restarts the averaging window after the gap, and the skipped
+  spectra are counted (:meth:`AvgStreamingOp.stats`) and logged;
 - there is no sleeping: frames are paced by data time, so ``stream_interval`` is accepted
   for compatibility and ignored (the deployed op slept that long between the two frames of
   a gulp while holding its span);
@@ -31,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sunspec import Averager, Publisher
+from sunspec._log import RateLimitedLog
 
 try:  # only inside the recorder's environment
     from bifrost import affinity as _affinity
@@ -62,6 +69,7 @@ class AvgStreamingOp:
 
     Extra keyword-only arguments (all optional): ``beam`` (sent as the version 2 ``beam``
     key), ``sndhwm`` (messages queued per subscriber before that subscriber loses some),
+    ``queue`` (frames waiting for the publishing thread before the oldest is dropped),
     ``min_partial`` (see :class:`sunspec.Averager`).
     """
 
@@ -69,7 +77,8 @@ class AvgStreamingOp:
                  guarantee: bool = True, core: int | None = None,
                  streaming_addr: str = "127.0.0.1", streaming_port: int = 9798,
                  stream_interval: float = 0.15, npack_per_gulp: int = 2, *,
-                 beam: int | None = None, sndhwm: int = 100, min_partial: float = 0.5):
+                 beam: int | None = None, sndhwm: int = 100, queue: int = 8,
+                 min_partial: float = 0.5):
         if npack_per_gulp < 1 or ntime_gulp < npack_per_gulp:
             raise ValueError(f"need 1 <= npack_per_gulp <= ntime_gulp, got {npack_per_gulp}, "
                              f"{ntime_gulp}")
@@ -96,8 +105,10 @@ class AvgStreamingOp:
         self.in_proclog.update({"nring": 1, "ring0": getattr(iring, "name", "")})
         self.size_proclog.update({"nseq_per_gulp": ntime_gulp})
 
+        self._rlog = RateLimitedLog(log)
         self.averager = Averager(ntime_gulp // npack_per_gulp, min_partial=min_partial)
-        self.publisher = Publisher(streaming_addr, streaming_port, sndhwm=sndhwm, beam=beam)
+        self.publisher = Publisher(streaming_addr, streaming_port, sndhwm=sndhwm, queue=queue,
+                                   beam=beam)
         self.log.info("AvgStreamingOp: publishing on %s (%d spectra per frame)",
                       self.publisher.endpoint, self.averager.nint)
 
@@ -125,8 +136,7 @@ class AvgStreamingOp:
             with self._lock:
                 self._running = False
                 self.publisher.close()
-            self.log.info("AvgStreamingOp - Done (%s; %s)", self.publisher.stats(),
-                          self.averager.stats())
+            self.log.info("AvgStreamingOp - Done (%s)", self.status())
 
     def _sequence(self, iseq: Any) -> None:
         ihdr = json.loads(iseq.header.tobytes())
@@ -134,21 +144,27 @@ class AvgStreamingOp:
         self.log.info("AvgStreamingOp: start of new sequence: %s", str(ihdr))
         info = self.averager.begin_sequence(ihdr, self.ntime_gulp)
         nbeam, nchan, npol = info.frame_shape
-        spectrum_floats = nbeam * nchan * npol
-        igulp_size = self.ntime_gulp * spectrum_floats * 4
+        nbyte = nbeam * nchan * npol * 4  # bytes per spectrum
+        igulp_size = self.ntime_gulp * nbyte
         avg, pub = self.averager, self.publisher
         t_prev = time.perf_counter()
         for ispan in iseq.read(igulp_size):
             if self._stopping():
                 break
             t_acquired = time.perf_counter()
-            ntime = ispan.size // (spectrum_floats * 4)  # a short final span: its whole spectra
-            if ntime:
-                idata = ispan.data_view(np.float32).reshape(-1)
-                gulp = idata[: ntime * spectrum_floats].reshape(ntime, nbeam, nchan, npol)
-                for frame in avg.add(gulp):
+            # the spectra this span holds, from the sequence start: a late or overrun reader
+            # gets a later offset than it asked for; only whole spectra are used
+            offset = ispan.offset
+            first = max(-(-offset // nbyte), avg.next_spectrum)  # never one already averaged
+            end = (offset + ispan.size) // nbyte
+            if end > first:
+                if first > avg.next_spectrum:
+                    self._gap(info.time_tag, avg.next_spectrum, first)
+                raw = ispan.data_view(np.uint8).reshape(-1)
+                gulp = raw[first * nbyte - offset:end * nbyte - offset].view(np.float32)
+                for frame in avg.add(gulp.reshape(end - first, nbeam, nchan, npol), first):
                     pub.send(frame)
-                del idata, gulp  # no reference outlives the span
+                del raw, gulp  # no reference outlives the span
             t_done = time.perf_counter()
             self.perf_proclog.update({"acquire_time": t_acquired - t_prev, "reserve_time": -1,
                                       "process_time": t_done - t_acquired})
@@ -156,6 +172,18 @@ class AvgStreamingOp:
         final = avg.end_sequence()
         if final is not None and not self._stopping():
             pub.send(final)
+
+    def _gap(self, time_tag: int, expected: int, first: int) -> None:
+        self._rlog.log(logging.WARNING, "gap",
+                       "AvgStreamingOp: sequence %d: spectra %d-%d were not read (joined late "
+                       "or overrun); the next frame starts at spectrum %d (%d spectra skipped "
+                       "so far)", time_tag, expected, first - 1, first,
+                       self.averager.spectra_skipped + first - expected)
+
+    def status(self) -> dict[str, Any]:
+        """Counters: the averager's (frames, spectra, gaps, spectra_skipped, partial
+        windows) and the publisher's (seq, sent, dropped, subscriptions, refused, ...)."""
+        return {"averager": self.averager.status(), "publisher": self.publisher.status()}
 
     def shutdown(self) -> None:
         """Ask ``main()`` to end at its next span; close the socket once it has."""

@@ -13,6 +13,12 @@ the design notes):
 - a span is held until the consumer advances the generator (or closes it), as Bifrost
   releases it on leaving its ``with`` block.
 
+A sequence may be given ``skips`` (``{span number: bytes}``) to play a reader that joined
+late or was overrun: span ``k`` is then handed out that many bytes later than it was asked
+for (its ``offset`` says so), with the requested size, and the next request is made where
+the reader asked plus one span, as Bifrost's ``ReadSequence.read`` does (so a span after a
+skip may overlap the previous one). ``{0: n}`` is a late join.
+
 For tests it also records how long each span was held (``ring.holds``, seconds) and, when a
 span is released, overwrites its bytes with NaN, as a writer reusing the ring would, so a
 consumer that keeps data past the release is caught. ``span_interval`` makes each span wait
@@ -44,8 +50,10 @@ class StandinSpan:
 
 
 class StandinSequence:
-    def __init__(self, ring: StandinRing, header: dict, gulps: Iterable[np.ndarray]):
+    def __init__(self, ring: StandinRing, header: dict, gulps: Iterable[np.ndarray],
+                 skips: dict[int, int] | None = None):
         self.ring = ring
+        self.skips = dict(skips or {})
         self.time_tag = int(header.get("time_tag", -1))
         self.name = str(self.time_tag)
         header_bytes = np.frombuffer(json.dumps(header).encode("ascii"), np.uint8).copy()
@@ -54,20 +62,22 @@ class StandinSequence:
         self._gulps = iter(gulps)
 
     def read(self, span_size: int) -> Iterator[StandinSpan]:
-        pending = bytearray()
-        offset = 0
+        pending = bytearray()  # the sequence's bytes from offset `base` on
+        base = 0
+        requested = 0
         exhausted = False
+        k = 0
         while True:
-            while len(pending) < span_size and not exhausted:
+            offset = requested + self.skips.get(k, 0)
+            while base + len(pending) < offset + span_size and not exhausted:
                 try:
                     pending += np.ascontiguousarray(next(self._gulps), np.float32).tobytes()
                 except StopIteration:
                     exhausted = True
-            if not pending:
+            n = min(span_size, base + len(pending) - offset)
+            if n <= 0:
                 return
-            n = min(span_size, len(pending))
-            data = np.frombuffer(bytes(pending[:n]), np.uint8).copy()
-            del pending[:n]
+            data = np.frombuffer(bytes(pending[offset - base:offset - base + n]), np.uint8).copy()
             if self.ring.span_interval:
                 time.sleep(self.ring.span_interval)
             span = StandinSpan(data, offset)
@@ -78,14 +88,20 @@ class StandinSequence:
                 self.ring.holds.append(time.perf_counter() - t0)
                 data.view(np.uint8)[:] = 0xFF  # NaN in float32: the writer reuses the memory
                 self.ring.spans_released += 1
-            offset += n
+            requested += span_size
+            k += 1
+            drop = requested - base  # bytes no later request can ask for
+            if drop > 0:
+                del pending[:drop]
+                base += drop
 
 
 class StandinRing:
     """``StandinRing([(header_dict, gulps), ...], span_interval=0.0)``: one entry per
-    sequence; ``gulps`` is any iterable of float32 arrays (may be endless)."""
+    sequence; ``gulps`` is any iterable of float32 arrays (may be endless); an entry may
+    have a third item, ``skips`` (see the module)."""
 
-    def __init__(self, sequences: Iterable[tuple[dict, Iterable[np.ndarray]]],
+    def __init__(self, sequences: Iterable[tuple],
                  span_interval: float = 0.0, name: str = "capture"):
         self._sequences = iter(sequences)
         self.span_interval = span_interval
@@ -99,5 +115,5 @@ class StandinRing:
              ) -> Iterator[StandinSequence]:
         self.guarantee = guarantee
         self.reader_thread = threading.current_thread()
-        for header, gulps in self._sequences:
-            yield StandinSequence(self, header, gulps)
+        for header, gulps, *skips in self._sequences:
+            yield StandinSequence(self, header, gulps, *skips)

@@ -1,14 +1,13 @@
-"""Test helpers: a raw publisher on an XPUB socket, so a test can wait for its receiver's
-subscription before sending (no slow-joiner losses), and frame builders."""
+"""Test helpers: a raw publisher that can wait for its receiver's subscription before
+sending (no slow-joiner losses), and frame builders."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
-import zmq
 
-from sunspec import protocol
+from sunspec import Publisher, protocol
 from sunspec.clock import ticks_per_spectrum
 
 TAG0 = 343_597_383_680_000_000  # a sequence start in 2025, above 2**53
@@ -16,31 +15,28 @@ WINDOW = 512 * ticks_per_spectrum(24)
 
 
 class RawPublisher:
-    """Binds an XPUB on an ephemeral loopback port and sends hand-made messages."""
+    """Sends hand-made messages through :class:`sunspec.Publisher` (the same socket set-up
+    as every sunspec sender) on an ephemeral loopback port: each send returns once the
+    message is on the socket; a subscriber whose queue (``sndhwm``) is full loses it."""
 
-    def __init__(self, sndhwm: int = 1000, sender_id: str = "test-sender"):
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.XPUB)
-        self.sock.setsockopt(zmq.SNDHWM, sndhwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every subscription, repeats too
-        self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+    def __init__(self, sndhwm: int = 1000, sender_id: str = "test-sender",
+                 endpoint: str = "tcp://127.0.0.1:*"):
+        self.pub = Publisher(endpoint=endpoint, sndhwm=sndhwm, linger=0, queue=64, block=True)
+        self.endpoint = self.pub.endpoint
+        self.port = int(self.endpoint.rsplit(":", 1)[1])
         self.sender_id = sender_id
         self.seq = 0
+        self._seen = 0  # subscriptions waited for
 
     def wait_subscriber(self, timeout: float = 5.0) -> None:
-        """Block until a SUB socket has subscribed (its subscription reached us)."""
-        deadline = time.monotonic() + timeout
-        while self.sock.poll(max(deadline - time.monotonic(), 0) * 1000):
-            if self.sock.recv()[:1] == b"\x01":
-                return
-        raise TimeoutError(f"no subscriber within {timeout:.1f} s")
+        """Block until one more SUB socket has subscribed (its subscription reached us)."""
+        if not self.pub.wait_for_subscribers(self._seen + 1, timeout):
+            raise TimeoutError(f"no subscriber within {timeout:.1f} s")
+        self._seen += 1
 
     def forget_subscriptions(self) -> None:
-        """Discard (un)subscription notices of earlier subscribers."""
-        while self.sock.poll(0):
-            self.sock.recv()
+        """Discard the subscriptions of earlier subscribers."""
+        self._seen = self.pub.subscriptions
 
     def header(self, frame: np.ndarray, seq: int | None = None, **extra) -> dict:
         seq = self.seq if seq is None else seq
@@ -50,18 +46,17 @@ class RawPublisher:
         kw.update(extra)
         return protocol.make_header(**kw)
 
-    def send(self, frame: np.ndarray, seq: int | None = None, flags: int = 0, **extra) -> dict:
+    def send(self, frame: np.ndarray, seq: int | None = None, **extra) -> dict:
         h = self.header(frame, seq, **extra)
-        self.sock.send_multipart(protocol.encode(frame, h), flags=flags)
+        self.send_parts(protocol.encode(frame, h))
         self.seq = h["seq"] + 1 if "seq" in h else self.seq
         return h
 
-    def send_parts(self, parts: list[bytes]) -> None:
-        self.sock.send_multipart(parts)
+    def send_parts(self, parts: list) -> None:
+        assert self.pub.send_parts(parts, timeout=10) and self.pub.flush(10)
 
     def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
+        self.pub.close()
 
 
 def const_frame(value: float, nbeam: int = 1, nchan: int = 3072, npol: int = 4) -> np.ndarray:

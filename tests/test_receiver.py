@@ -103,11 +103,7 @@ def test_receiver_started_before_sender_exists():
         time.sleep(0.3)
         assert r.running and r.get_buffer_status()["frames_received"] == 0
         assert r.get_latest_data(5).shape[0] == 0
-        late = RawPublisher()
-        late.sock.close(0)
-        late.sock = late.ctx.socket(__import__("zmq").XPUB)
-        late.sock.bind(endpoint)
-        late.endpoint = endpoint
+        late = RawPublisher(endpoint=endpoint)
         try:
             late.wait_subscriber(timeout=10)
             late.send(const_frame(1.0))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 from bifrost_standin import StandinRing
+from streams import wait_until
 
 from sunspec import Receiver, clock, protocol
 
@@ -46,6 +47,7 @@ class Harness:
     """An op with a SUB socket connected to it, main() in a thread, frames collected."""
 
     def __init__(self, ring, **kw):
+        kw.setdefault("queue", 256)  # the stand-in ring runs faster than real time
         self.op = AvgStreamingOp(LOG, ring, streaming_port=0, **kw)
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
@@ -145,7 +147,7 @@ def test_short_final_span_and_partial_window_then_next_sequence(harness):
     assert msgs[5][0]["t_end_tag"] == TAG0 + 356 * TPS
     assert msgs[6][0]["t_start_tag"] == tag2 and msgs[7][0]["t_end_tag"] == tag2 + 128 * TPS
     assert [m[0]["seq"] for m in msgs] == list(range(8))
-    assert h.op.averager.stats()["spectra_dropped"] == 20
+    assert h.op.averager.status()["spectra_dropped"] == 20
 
 
 def endless(ntime, nchan):
@@ -207,9 +209,117 @@ def test_end_to_end_op_to_receiver_rows_times_and_seq(harness):
     np.testing.assert_allclose(rows.freqs_mhz[0], (600 + 1.5) * clock.CHAN_BW / 1e6)
 
 
+def assert_labels_name_the_data(msgs, allspec, nint):
+    """Each frame's window [t_start_tag, t_end_tag) names the spectra its data averages."""
+    for hdr, data in msgs:
+        k0, k1 = (hdr["t_start_tag"] - TAG0) // TPS, (hdr["t_end_tag"] - TAG0) // TPS
+        assert (hdr["t_start_tag"] - TAG0) % TPS == 0 and k1 - k0 == hdr["nint"] <= nint
+        assert hdr["last_block_time"] == str(clock.tag_to_datetime(hdr["t_end_tag"]))
+        np.testing.assert_array_equal(data, mean64(allspec[k0:k1]))
+
+
+@pytest.mark.parametrize("skips, starts, skipped", [
+    ({0: 394 * 64 * 16}, [394, 458, 522], 394),  # joined late: the first span is at 394
+    # overrun before span 2: handed 356-483 for 256-383; the next span (384-511) overlaps it
+    ({2: 100 * 64 * 16}, [0, 64, 128, 192, 356, 420, 484, 548], 100),
+    ({1: 5}, [0, 64, 129, 193, 257, 321, 385, 449, 513], 1),  # an offset inside spectrum 128
+])
+def test_late_join_and_overrun_frames_are_labelled_by_the_spectra_they_hold(
+        harness, caplog, skips, starts, skipped):
+    gulps = make_gulps(5, 128, 64)
+    ring = StandinRing([(ring_header(64), gulps, skips)])
+    h = harness(ring, ntime_gulp=128, min_partial=1.0)
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        msgs = h.run()
+    allspec = np.concatenate(gulps)
+    assert [(m[0]["t_start_tag"] - TAG0) // TPS for m in msgs] == starts
+    assert_labels_name_the_data(msgs, allspec, 64)
+    st = h.op.status()["averager"]
+    assert st["gaps"] == 1 and st["spectra_skipped"] == skipped
+    # every spectrum is accounted for: in a frame, skipped, or in a dropped partial window
+    assert 64 * len(msgs) + st["spectra_skipped"] + st["spectra_dropped"] == 640
+    assert [m[0]["seq"] for m in msgs] == list(range(len(msgs)))
+    assert any("were not read" in r.getMessage() for r in caplog.records)
+
+
+class ZmqCallsByThread:
+    """Counts, per thread, calls into pyzmq (Python functions in its package and its
+    compiled methods), through a profile hook set on the threads started while it is on."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+        self._dir = str(Path(zmq.__file__).parent)
+
+    def _hook(self, frame, event, arg):
+        if event == "call":
+            ours = frame.f_code.co_filename.startswith(self._dir)
+        elif event == "c_call":
+            owner = type(getattr(arg, "__self__", None)).__module__
+            ours = (getattr(arg, "__module__", None) or "").startswith("zmq") or \
+                owner.startswith("zmq")
+        else:
+            ours = False
+        if ours:
+            name = threading.current_thread().name
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def __enter__(self):
+        threading.setprofile(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        threading.setprofile(None)
+
+
+def flood_subscriptions(endpoint, stop, sent):
+    """A hostile peer: distinct subscriptions as fast as it can, until ``stop``."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.XSUB)
+    s.setsockopt(zmq.SNDHWM, 0)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    i = 0
+    while not stop.is_set():
+        s.send(b"\x01t%09d" % i)
+        i += 1
+    sent.append(i)
+    s.close(0)
+    ctx.term()
+
+
+def test_during_a_subscription_flood_the_ring_thread_makes_no_zmq_call(harness):
+    ngulps = 40
+    gulps = make_gulps(4, 128, 64)
+    ring = StandinRing([(ring_header(64), (gulps[i % 4] for i in range(ngulps)))],
+                       span_interval=0.01)
+    h = harness(ring, ntime_gulp=128)
+    stop, sent = threading.Event(), []
+    flooder = threading.Thread(target=flood_subscriptions,
+                               args=(h.op.publisher.endpoint, stop, sent))
+    flooder.start()
+    try:
+        assert wait_until(lambda: h.op.publisher.status().get("refused", 0) > 1000)
+        with ZmqCallsByThread() as calls:
+            msgs = h.run()
+    finally:
+        stop.set()
+        flooder.join(10)
+    assert calls.calls.get("AvgStreamingOp", 0) == 0, calls.calls
+    assert ring.reader_thread is h.thread and ring.spans_released == ngulps
+    st = h.op.publisher.status()
+    assert st["refused"] > 1000 and sent and st["seq"] == 2 * ngulps
+    # the subscriber got frames in order; the ones it missed are seq gaps, and counted
+    seqs = [m[0]["seq"] for m in msgs]
+    assert seqs == sorted(seqs) and len(msgs) + st["dropped"] <= 2 * ngulps
+    assert st["sent"] + st["dropped"] == 2 * ngulps
+
+
 # --- real Bifrost ----------------------------------------------------------------------------
 
 def test_on_a_real_bifrost_ring(harness):
+    """Whichever thread wins the race to the ring (the reader may open the sequence after
+    the writer has overwritten its start), every frame is labelled by the spectra it holds
+    and every spectrum is accounted for."""
     bfring = pytest.importorskip("bifrost.ring")
     ntime, nchan = 64, 96
     gulp_bytes = ntime * nchan * 4 * 4
@@ -217,7 +327,7 @@ def test_on_a_real_bifrost_ring(harness):
     ring = bfring.Ring(name="test-capture")
     ring.resize(gulp_bytes, 4 * gulp_bytes)
     h = harness(ring, ntime_gulp=ntime, core=0)  # pins the op's thread with bifrost.affinity
-    h.thread.start()  # reader first: it waits for the writer's sequence
+    h.thread.start()
 
     with ring.begin_writing() as writer, writer.begin_sequence(
             name="s0", time_tag=TAG0, header=json.dumps(ring_header(nchan))) as seq:
@@ -231,7 +341,9 @@ def test_on_a_real_bifrost_ring(harness):
     assert not h.thread.is_alive()
     msgs = h.messages()
     allspec = np.concatenate([*gulps, gulps[0][:50]])
-    assert [m[0]["nint"] for m in msgs] == [32] * 11 + [18]  # 370 spectra: 11 x 32, 18 >= 16
-    for k, (hdr, data) in enumerate(msgs):
-        np.testing.assert_array_equal(data, mean64(allspec[k * 32:(k + 1) * 32]))
-        assert hdr["t_end_tag"] == TAG0 + min((k + 1) * 32, 370) * TPS
+    assert msgs
+    assert_labels_name_the_data(msgs, allspec, 32)
+    st = h.op.status()["averager"]
+    assert sum(m[0]["nint"] for m in msgs) + st["spectra_skipped"] + st["spectra_dropped"] == 370
+    if st["gaps"] == 0:  # the reader was first: all of it, as 11 x 32 and a final 18 >= 16
+        assert [m[0]["nint"] for m in msgs] == [32] * 11 + [18]

@@ -9,16 +9,15 @@ and ``factor`` = the archive's factor therefore rebuilds the archived rows exact
 of identical float32 values is exact), with the same times and frequencies.
 
 Pacing follows data time divided by ``speed`` (0: as fast as receivers take them); gaps in
-the data longer than ``max_gap`` seconds are skipped rather than waited out. The socket is an
-XPUB, which receivers see as a PUB; it lets replay wait for a subscriber, and with
-``XPUB_NODROP`` a slow receiver makes replay wait instead of losing frames (a past day has
-no deadline; the telescope's sender, by contrast, drops).
+the data longer than ``max_gap`` seconds are skipped rather than waited out. Messages go out
+through :class:`sunspec.Publisher` in its no-drop mode (``block=True, nodrop=True``): a slow
+receiver makes replay wait instead of losing frames (a past day has no deadline; the
+telescope's sender, by contrast, drops).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ import zmq
 
 from . import protocol
 from .clock import FS
+from .sender import Publisher
 
 if TYPE_CHECKING:
     from .archive import ArchiveData
@@ -76,23 +76,15 @@ class Replayer:
         self.archives = sorted((a for a in archives if len(a)), key=lambda a: int(a.end_tag[0]))
         self.speed = speed
         self.max_gap = max_gap
-        self.sender_id = secrets.token_hex(8)
         self.sent = 0
-        self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.XPUB)
-        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
-        self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue makes replay wait, not drop
-        self._sock.setsockopt(zmq.LINGER, 1000)
-        self._sock.bind(endpoint)
-        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._pub = Publisher(endpoint=endpoint, sndhwm=sndhwm, linger=1.0, block=True,
+                              nodrop=True, context=context)
+        self.endpoint = self._pub.endpoint
+        self.sender_id = self._pub.sender_id
 
     def wait_subscriber(self, timeout: float) -> bool:
         """Wait until a receiver has subscribed; False after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while self._sock.poll(max(deadline - time.monotonic(), 0.0) * 1000):
-            if self._sock.recv()[:1] == b"\x01":
-                return True
-        return False
+        return self._pub.wait_for_subscribers(1, timeout)
 
     def run(self, stop: threading.Event | None = None) -> int:
         """Publish every row (until ``stop`` is set); returns the number of messages sent."""
@@ -125,20 +117,24 @@ class Replayer:
                 if not self._send(protocol.encode(frame, header), stop):
                     return self.sent
                 self.sent += 1
+        while not self._pub.flush(0.1) and not stop.is_set() and not self._pub.closed:
+            pass  # a slow receiver is still taking the last messages
         return self.sent
 
     def _send(self, parts: list, stop: threading.Event) -> bool:
-        """Send, waiting while a receiver's queue is full; False if ``stop`` was set."""
-        while True:
-            try:
-                self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
-                return True
-            except zmq.Again:
-                if stop.wait(0.005):
-                    return False
+        """Queue, waiting while the publisher is behind; False if ``stop`` was set."""
+        while not self._pub.send_parts(parts, timeout=0.05):
+            if stop.is_set() or self._pub.closed:
+                return False
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._pub.closed
 
     def close(self) -> None:
-        self._sock.close()
+        """Send what is queued (up to the socket's 1 s linger) and close."""
+        self._pub.close()
 
     def __enter__(self) -> Replayer:
         return self

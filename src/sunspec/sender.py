@@ -5,15 +5,18 @@ The recorder's Bifrost op (``recorder/avg_streaming_op.py``) and the simulator
 (:mod:`sunspec.sim`) both use exactly this path::
 
     averager.begin_sequence(ring_header)
-    for gulp in gulps:                      # float32 (ntime, nbeam, nchan, npol), read-only is fine
-        for frame in averager.add(gulp):    # zero or more frames, each a float64-accurate mean
-            publisher.send(frame)           # never blocks; a full queue drops and counts
+    for start, gulp in gulps:               # float32 (ntime, nbeam, nchan, npol), read-only is fine
+        for frame in averager.add(gulp, start):  # zero or more frames, float64-accurate means
+            publisher.send(frame)           # copies into a queue slot: no ZeroMQ call, no wait
     final = averager.end_sequence()         # the partial window at the sequence's end
     if final is not None:
         publisher.send(final)
 
 Times are integers throughout: a frame's window ``[t_start_tag, t_end_tag)`` is the
-sequence's ``time_tag`` plus ``navg * 8192`` ticks per spectrum before it.
+sequence's ``time_tag`` plus ``navg * 8192`` ticks per spectrum before it (``start``, the
+gulp's first spectrum from the sequence start, is optional: it matters when spectra were
+skipped). :class:`Publisher` sends from a thread of its own, so the thread that feeds it
+never waits on the network or on peers.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import threading
 import time
-from collections.abc import Iterator, Mapping
+import warnings
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +37,7 @@ import zmq
 
 from . import kernels, protocol
 from ._log import RateLimitedLog
+from ._xpub import XPubSocket
 from .clock import CHAN_BW, FS, ticks_per_spectrum
 
 __all__ = ["Averager", "Frame", "Publisher", "SequenceInfo", "nint_for_interval"]
@@ -112,7 +119,7 @@ class SequenceInfo:
                 "chan_bw": self.chan_bw, "pols": self.pols}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Frame:
     """One averaged frame and its window.
 
@@ -135,7 +142,12 @@ class Frame:
 class Averager:
     """Mean of every ``nint`` consecutive spectra of a sequence, accumulated in float64.
 
-    Windows are counted from the sequence start and may span gulps. At the sequence's end
+    Windows are counted from the sequence start and may span gulps. A gulp may say where
+    it starts (``add(gulp, start=...)``, in spectra from the sequence start): when that is
+    later than the spectrum expected next (a reader joined late or was overrun), the
+    unfinished window is dropped and counted, the spectra in between are counted as
+    skipped (``gaps``, ``spectra_skipped``), and the next window starts at ``start``, so
+    every frame's window names the spectra it holds. At the sequence's end
     (:meth:`end_sequence`) an incomplete window holding at least
     ``max(1, ceil(min_partial * nint))`` spectra becomes a frame with its own ``nint`` and its
     true window; a smaller one is dropped and counted (``partial_dropped``,
@@ -162,6 +174,8 @@ class Averager:
         self._out: np.ndarray | None = None
         self._filled = 0  # spectra in the current window
         self._start = 0  # index (from the sequence start) of the current window's first spectrum
+        self.gaps = 0
+        self.spectra_skipped = 0
         self.frames = 0
         self.spectra = 0
         self.partial_frames = 0
@@ -192,10 +206,17 @@ class Averager:
         self._filled = 0
         return info
 
-    def add(self, gulp) -> Iterator[Frame]:
+    @property
+    def next_spectrum(self) -> int:
+        """Index (from the sequence start) of the spectrum expected next."""
+        return self._start + self._filled
+
+    def add(self, gulp: Any, start: int | None = None) -> Iterator[Frame]:
         """Add a gulp (float32 (ntime, nbeam, nchan, npol), C-contiguous, may be read-only;
-        it is not copied) and yield each frame it completes. Consume the iterator fully
-        before adding the next gulp; each frame's ``data`` is valid until the next one."""
+        it is not copied) and yield each frame it completes. ``start``: index of its first
+        spectrum from the sequence start (default: right after the previous gulp); it may
+        not be earlier than :attr:`next_spectrum`. Consume the iterator fully before adding
+        the next gulp; each frame's ``data`` is valid until the next one."""
         info = self.info
         if info is None:
             raise RuntimeError("begin_sequence() must be called before add()")
@@ -204,9 +225,18 @@ class Averager:
         if gulp.ndim != 4 or gulp.shape[1:] != info.frame_shape:
             raise ValueError(f"gulp must have shape (ntime, {', '.join(map(str, info.frame_shape))}"
                              f"), got {gulp.shape}")
+        if start is not None and start != self.next_spectrum:
+            if start < self.next_spectrum:
+                raise ValueError(f"gulp starts at spectrum {start}, before the next expected "
+                                 f"({self.next_spectrum})")
+            self.gaps += 1
+            self.spectra_skipped += start - self.next_spectrum
+            self._discard_partial()
+            self._start = start
         return self._frames(gulp)
 
     def _frames(self, gulp: np.ndarray) -> Iterator[Frame]:
+        assert self._acc is not None
         ntime = gulp.shape[0]
         t = 0
         while t < ntime:
@@ -229,6 +259,7 @@ class Averager:
         return frame
 
     def _emit(self) -> Frame:
+        assert self.info is not None and self._acc is not None and self._out is not None
         n = self._filled
         kernels.finalize_mean(self._acc, n, self._out)
         self._acc.fill(0.0)
@@ -242,139 +273,307 @@ class Averager:
 
     def _discard_partial(self) -> None:
         if self._filled:
+            assert self._acc is not None
             self.partial_dropped += 1
             self.spectra_dropped += self._filled
             self._start += self._filled
             self._filled = 0
             self._acc.fill(0.0)
 
-    def stats(self) -> dict[str, int]:
-        """Counters: frames made, spectra added, partial windows sent and dropped."""
+    def status(self) -> dict[str, int]:
+        """Counters: frames made, spectra added, partial windows sent and dropped, gaps
+        and the spectra they skipped."""
         return {"frames": self.frames, "spectra": self.spectra, "nint": self.nint,
                 "partial_frames": self.partial_frames, "partial_dropped": self.partial_dropped,
-                "spectra_dropped": self.spectra_dropped}
+                "spectra_dropped": self.spectra_dropped, "gaps": self.gaps,
+                "spectra_skipped": self.spectra_skipped}
 
 
-class Publisher:
-    """Binds a ZeroMQ publishing socket and sends frames without ever blocking.
+class _Slot:
+    """One queued message: a frame (data copied into a buffer kept for reuse) or raw parts."""
 
-    Receivers connect SUB sockets (any number, coming and going). The socket is an XPUB,
-    which peers see as a PUB; it also reports subscriptions (see
-    :meth:`wait_for_subscribers`).
-    With the default ``nodrop=False`` a subscriber whose queue (``sndhwm`` messages) is full
-    loses messages silently, the others are unaffected, and the loss shows as a ``seq`` gap
-    at that receiver. With ``nodrop=True`` a full queue makes the send fail for everyone;
-    the message is dropped and counted in ``dropped``. ``seq`` counts every frame offered,
-    sent or not, so a gap always means loss. ``port=0`` (or an endpoint ending in ``:*``)
-    binds an ephemeral port; :attr:`endpoint` is the bound one.
-    """
+    __slots__ = ("beam", "data", "info", "nint", "parts", "seq", "t_end_tag", "t_start_tag",
+                 "timestamp")
 
-    def __init__(self, addr: str = "127.0.0.1", port: int = 9798, *,
-                 endpoint: str | None = None, sndhwm: int = 100, linger: float = 0.1,
-                 nodrop: bool = False, beam: int | None = None,
-                 context: zmq.Context | None = None):
-        if sndhwm < 0:
-            raise ValueError(f"sndhwm must be >= 0, got {sndhwm}")
-        self._own_context = context is None
-        self._ctx = context or zmq.Context()
-        self._sock = self._ctx.socket(zmq.XPUB)
-        try:
-            self._sock.setsockopt(zmq.SNDHWM, sndhwm)
-            self._sock.setsockopt(zmq.LINGER, max(0, round(linger * 1000)))
-            self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-            self._sock.setsockopt(zmq.XPUB_NODROP, int(nodrop))
-            self._sock.bind(endpoint or f"tcp://{addr}:{port}")
-        except zmq.ZMQError:
-            self._sock.close(0)
-            if self._own_context:
-                self._ctx.term()
-            raise
-        self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.sender_id = secrets.token_hex(8)
-        self.beam = beam
-        self.sndhwm = sndhwm
-        self.nodrop = nodrop
+    def __init__(self) -> None:
+        self.data: np.ndarray | None = None
+        self.info: SequenceInfo | None = None
+        self.t_start_tag = self.t_end_tag = self.nint = self.seq = 0
+        self.timestamp = 0.0
+        self.beam: int | None = None
+        self.parts: list[bytes] | None = None
+
+
+class _Outbox:
+    """What the caller's thread and the publishing thread share: a bounded queue of
+    preallocated slots and the counters, under one lock."""
+
+    def __init__(self, nslots: int, block: bool, sender_id: str):
+        self.sender_id = sender_id
+        self.cond = threading.Condition()
+        self.free = [_Slot() for _ in range(nslots)]
+        self.ready: deque[_Slot] = deque()
+        self.block = block
+        self.closing = False
+        self.busy = False  # the publishing thread holds a slot
         self.seq = 0
         self.sent = 0
         self.dropped = 0
         self.errors = 0
         self.bytes_sent = 0
-        self.subscriptions = 0
-        self.closed = False
-        self._rlog = RateLimitedLog(log)
+        self.socket_status: dict[str, int] = {}
 
-    def send(self, frame: Frame, timestamp: float | None = None) -> bool:
-        """Send one frame (header built by :func:`sunspec.protocol.make_header`).
 
-        Returns True if it was queued; False if dropped (full queue) or failed (counted).
-        """
-        info = frame.info
-        header = protocol.make_header(
-            nbeam=info.nbeam, nchan=info.nchan, npol=info.npol, time_tag=info.time_tag,
-            t_end_tag=frame.t_end_tag, timestamp=time.time() if timestamp is None else timestamp,
-            sender_id=self.sender_id, seq=self.seq, beam=self.beam,
-            t_start_tag=frame.t_start_tag, nint=frame.nint, **info.metadata(), encoding="raw",
-        )
-        return self.send_parts(protocol.encode(frame.data, header))
+class Publisher:
+    """Binds a ZeroMQ publishing socket; frames are sent by a thread of its own.
 
-    def send_parts(self, parts: list) -> bool:
-        """Send an encoded message (frames as :func:`sunspec.protocol.encode` makes them)."""
-        self.seq += 1
-        if self.closed:
-            self.errors += 1
-            return False
-        self._drain_subscriptions()
+    :meth:`send` makes no ZeroMQ call: it copies the frame into one of ``queue``
+    preallocated slots and returns; a publishing thread takes slots in order, builds the
+    header and sends. Receivers connect SUB sockets (any number, coming and going); the
+    socket (:class:`sunspec._xpub.XPubSocket`, an XPUB that peers see as a PUB) takes
+    only the protocol's subscriptions and bounds what peers can make it hold.
+
+    Default (``block=False``, ``nodrop=False``, the recorder and the simulator): ``send``
+    never waits; with every slot queued the oldest queued frame is dropped (counted in
+    ``dropped``); a subscriber whose socket queue (``sndhwm`` messages) is full loses
+    messages, the others do not. ``block=True``: ``send`` waits for a free slot instead.
+    ``nodrop=True``: the thread waits for a slow subscriber instead of dropping for it.
+    Replay uses both: a slow receiver makes it wait, nothing is lost. ``seq`` counts every
+    frame offered, queued or dropped, so a gap always means loss. ``port=0`` (or an
+    endpoint ending in ``:*``) binds an ephemeral port; :attr:`endpoint` is the bound one.
+    """
+
+    def __init__(self, addr: str = "127.0.0.1", port: int = 9798, *,
+                 endpoint: str | None = None, sndhwm: int = 100, linger: float = 0.1,
+                 queue: int = 8, block: bool = False, nodrop: bool = False,
+                 beam: int | None = None, context: zmq.Context | None = None,
+                 max_foreign: int = 10_000):
+        if sndhwm < 0:
+            raise ValueError(f"sndhwm must be >= 0, got {sndhwm}")
+        if queue < 1:
+            raise ValueError(f"queue must be >= 1, got {queue}")
+        self._own_context = context is None
+        self._ctx = context or zmq.Context()
         try:
-            self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            self.dropped += 1
-            self._rlog.log(logging.WARNING, "dropped",
-                           "send queue full on %s: dropped message (%d so far)",
-                           self.endpoint, self.dropped)
+            xsock = XPubSocket(self._ctx, endpoint or f"tcp://{addr}:{port}", sndhwm=sndhwm,
+                               linger_ms=max(0, round(linger * 1000)), nodrop=nodrop,
+                               max_foreign=max_foreign)
+        except zmq.ZMQError:
+            if self._own_context:
+                self._ctx.term()
+            raise
+        self.endpoint: str = xsock.endpoint
+        self.sender_id = secrets.token_hex(8)
+        self.beam = beam
+        self.sndhwm = sndhwm
+        self.nodrop = nodrop
+        self._out = _Outbox(queue, block, self.sender_id)
+        self._closed = False
+        self._rlog = RateLimitedLog(log)
+        own = self._ctx if self._own_context else None
+        self._thread = threading.Thread(target=_publish, args=(self._out, xsock, own),
+                                        name=f"sunspec-publisher {self.endpoint}", daemon=True)
+        self._thread.start()
+
+    # --- the caller's side: no ZeroMQ calls -----------------------------------------------
+
+    def send(self, frame: Frame, timestamp: float | None = None,
+             timeout: float | None = None) -> bool:
+        """Queue one frame (header built by :func:`sunspec.protocol.make_header`).
+
+        Returns True if queued (it may still be dropped later for a newer frame, counted),
+        False if the publisher is closed or, with ``block=True``, no slot freed up within
+        ``timeout`` s (then nothing was queued and ``seq`` is unchanged).
+        """
+        slot = self._take_slot(timeout)
+        if slot is None:
             return False
-        except zmq.ZMQError as exc:
-            self.errors += 1
-            self._rlog.log(logging.ERROR, "error", "send on %s failed: %s", self.endpoint, exc)
-            return False
-        self.sent += 1
-        self.bytes_sent += sum(memoryview(p).nbytes for p in parts)
+        data = frame.data
+        if slot.data is None or slot.data.shape != data.shape:
+            slot.data = np.empty(data.shape, np.float32)
+        np.copyto(slot.data, data)
+        slot.info, slot.nint = frame.info, frame.nint
+        slot.t_start_tag, slot.t_end_tag = frame.t_start_tag, frame.t_end_tag
+        slot.timestamp = time.time() if timestamp is None else timestamp
+        slot.beam = self.beam
+        slot.parts = None
+        self._queue(slot)
         return True
 
-    def _drain_subscriptions(self) -> None:
-        sock = self._sock
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            if sock.recv(zmq.NOBLOCK)[:1] == b"\x01":
-                self.subscriptions += 1
+    def send_parts(self, parts: Sequence[bytes | memoryview], timeout: float | None = None
+                   ) -> bool:
+        """Queue a message of hand-made frames, sent as they are (they are copied); as
+        :meth:`send` otherwise."""
+        slot = self._take_slot(timeout)
+        if slot is None:
+            return False
+        slot.parts = [bytes(p) for p in parts]
+        self._queue(slot)
+        return True
+
+    def _take_slot(self, timeout: float | None) -> _Slot | None:
+        out = self._out
+        with out.cond:
+            if out.closing:
+                out.errors += 1
+                return None
+            if out.block:
+                if not out.cond.wait_for(lambda: out.free or out.closing, timeout):
+                    return None
+                if out.closing:
+                    out.errors += 1
+                    return None
+            elif not out.free:
+                out.free.append(out.ready.popleft())
+                out.dropped += 1
+                self._rlog.log(logging.WARNING, "dropped",
+                               "%s: publishing thread behind: dropped a queued message "
+                               "(%d so far)", self.endpoint, out.dropped)
+            slot = out.free.pop()
+            slot.seq = out.seq
+            out.seq += 1
+            # the slot is ours: nobody else sees it until _queue
+            return slot
+
+    def _queue(self, slot: _Slot) -> None:
+        out = self._out
+        with out.cond:
+            out.ready.append(slot)
+            out.cond.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued message has been handed to the socket."""
+        out = self._out
+        with out.cond:
+            return out.cond.wait_for(lambda: not (out.ready or out.busy) or out.closing,
+                                     timeout) and not out.ready
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> bool:
-        """Wait up to ``timeout`` s until ``n`` subscriptions have arrived since the start,
-        so that messages sent next reach those subscribers. Call from the sending thread."""
-        deadline = time.monotonic() + timeout
-        self._drain_subscriptions()
-        while self.subscriptions < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._sock.poll(left * 1000):
-                return False
-            self._drain_subscriptions()
-        return True
+        """Wait up to ``timeout`` s until ``n`` subscriptions have been accepted since the
+        start, so that messages queued next reach those subscribers."""
+        out = self._out
+        with out.cond:
+            return out.cond.wait_for(
+                lambda: out.socket_status.get("subscriptions", 0) >= n, timeout)
 
-    def stats(self) -> dict[str, Any]:
-        """Counters since start: sent, dropped, errors, bytes_sent, seq, subscriptions."""
-        return {"endpoint": self.endpoint, "sender_id": self.sender_id, "seq": self.seq,
-                "sent": self.sent, "dropped": self.dropped, "errors": self.errors,
-                "bytes_sent": self.bytes_sent, "subscriptions": self.subscriptions}
+    @property
+    def seq(self) -> int:
+        return self._out.seq
 
-    def close(self) -> None:
-        """Close the socket (pending messages get up to ``linger`` s) and its own context."""
-        if self.closed:
+    @property
+    def sent(self) -> int:
+        return self._out.sent
+
+    @property
+    def dropped(self) -> int:
+        return self._out.dropped
+
+    @property
+    def errors(self) -> int:
+        return self._out.errors
+
+    @property
+    def subscriptions(self) -> int:
+        return self._out.socket_status.get("subscriptions", 0)
+
+    def status(self) -> dict[str, Any]:
+        """Counters since start: seq (messages offered), sent, dropped (queue full),
+        errors, bytes_sent, queued; and the socket's: subscriptions (accepted since the
+        start), subscribed (held now), refused, foreign (refused ones peers still hold),
+        connections, disconnects."""
+        out = self._out
+        with out.cond:
+            return {"endpoint": self.endpoint, "sender_id": self.sender_id, "seq": out.seq,
+                    "sent": out.sent, "dropped": out.dropped, "errors": out.errors,
+                    "bytes_sent": out.bytes_sent, "queued": len(out.ready),
+                    **out.socket_status}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking frames, let the thread send what is queued (the socket's ``linger``
+        applies to what it cannot), close the socket and the publisher's own context."""
+        if self._closed:
             return
-        self.closed = True
-        self._sock.close()
-        if self._own_context:
-            self._ctx.term()
+        self._closed = True
+        out = self._out
+        with out.cond:
+            out.closing = True
+            out.cond.notify_all()
+        self._thread.join(timeout)
 
     def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed Publisher on {self.endpoint}", ResourceWarning,
+                          stacklevel=2, source=self)
+            with self._out.cond:  # the thread closes its socket and ends
+                self._out.closing = True
+                self._out.cond.notify_all()
+
+
+def _encode(slot: _Slot, sender_id: str) -> list:
+    info = slot.info
+    assert info is not None and slot.data is not None
+    header = protocol.make_header(
+        nbeam=info.nbeam, nchan=info.nchan, npol=info.npol, time_tag=info.time_tag,
+        t_end_tag=slot.t_end_tag, timestamp=slot.timestamp, sender_id=sender_id, seq=slot.seq,
+        beam=slot.beam, t_start_tag=slot.t_start_tag, nint=slot.nint, **info.metadata(),
+        encoding="raw")
+    return protocol.encode(slot.data, header)
+
+
+def _publish(out: _Outbox, xsock: XPubSocket, own_ctx: zmq.Context | None) -> None:
+    """The publishing thread, the only one that touches the socket (and terminates the
+    publisher's own context): handles subscriptions and sends queued slots in order."""
+    rlog = RateLimitedLog(log)
+    try:
+        while True:
+            accepted = xsock.service()
+            with out.cond:
+                out.socket_status = xsock.status()
+                if accepted:
+                    out.cond.notify_all()
+                if not out.ready:
+                    if out.closing:
+                        return
+                    out.cond.wait(0.01)
+                    continue
+                slot = out.ready.popleft()
+                out.busy = True
+            ok, nbytes = False, 0
+            try:
+                parts = slot.parts if slot.parts is not None else _encode(slot, out.sender_id)
+                nbytes = sum(memoryview(p).nbytes for p in parts)
+                ok = xsock.send(parts)
+                while not ok and not out.closing:  # nodrop: a subscriber's queue is full
+                    xsock.service()
+                    xsock.wait(2)
+                    ok = xsock.send(parts)
+            except (zmq.ZMQError, ValueError, TypeError) as exc:
+                rlog.log(logging.ERROR, "error", "send on %s failed: %s", xsock.endpoint, exc)
+            with out.cond:
+                if ok:
+                    out.sent += 1
+                    out.bytes_sent += nbytes
+                else:
+                    out.errors += 1
+                out.free.append(slot)
+                out.busy = False
+                out.cond.notify_all()
+    except Exception:  # pragma: no cover - a bug; the caller sees errors and a dead thread
+        log.exception("publishing thread on %s failed", xsock.endpoint)
+        with out.cond:
+            out.closing = True
+            out.cond.notify_all()
+    finally:
+        xsock.close()
+        if own_ctx is not None:
+            own_ctx.term()

@@ -454,8 +454,8 @@ class SimulatedStream(Worker):
         st: dict[str, Any] = {"gulps": self.gulps_done, "late_s": self.late_s,
                               "running": self.running}
         if self.publisher is not None:
-            st.update(self.publisher.stats())
-        st["averager"] = self.averager.stats()
+            st.update(self.publisher.status())
+        st["averager"] = self.averager.status()
         return st
 
     def _run(self) -> None:
