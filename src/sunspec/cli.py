@@ -50,6 +50,20 @@ def _product(text: str) -> str | int:
             f"expected one of {', '.join(PRODUCTS)} or a pol index, got {text!r}") from None
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _add_reporting_arguments(p: argparse.ArgumentParser) -> None:
     """--status-interval and --log-level, the same in every program."""
     p.add_argument("--status-interval", type=float, default=10.0,
@@ -125,6 +139,11 @@ def recv_parser() -> argparse.ArgumentParser:
                       "%(default)s)")
     arch.add_argument("--archive-sun-above", type=float, default=None, metavar="DEG",
                       help="archive only while the Sun is above DEG degrees elevation at OVRO")
+    arch.add_argument("--archive-keep-days", type=_positive, default=None, metavar="DAYS",
+                      help="delete archive files written more than DAYS days ago")
+    arch.add_argument("--archive-min-free", type=_non_negative, default=None, metavar="GB",
+                      help="delete the oldest archive files while the disk has less than GB "
+                      "(1e9 bytes) free")
     return p
 
 
@@ -168,7 +187,9 @@ def _start_consumers(args: argparse.Namespace, receiver: Receiver, running: Exit
     if args.archive_dir:
         archive = _optional(".archive", "archive", "--archive-dir")
         writer = archive.start_archive(receiver, args.archive_dir, fmt=args.archive_format,
-                                       span=args.archive_span, sun_above=args.archive_sun_above)
+                                       span=args.archive_span, sun_above=args.archive_sun_above,
+                                       keep_days=args.archive_keep_days,
+                                       min_free_gb=args.archive_min_free)
         running.callback(writer.stop)
 
 
