@@ -107,3 +107,55 @@ def test_cli_keep_days_runs_retention_and_bad_values_are_usage_errors(tmp_path):
                               flag, value], capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert f"argument {flag}" in bad.stderr.splitlines()[-1]
+
+
+_FULL_THEN_PRUNE = """
+import errno, json, os, sys, time
+sys.path.insert(0, {tests!r})
+from archiving import FakeReceiver, T_EDGE, rows_for
+from streams import wait_until
+from sunspec.archive import ArchiveWriter
+
+disk = sys.argv[1]
+now = time.time()
+for day in range(1, 5):  # 400 KiB each, the first day's the oldest
+    path = os.path.join(disk, f"OVRO-LWA_2025010{{day}}_000000_02.h5")
+    with open(path, "wb") as f:
+        f.write(bytes(400 << 10))
+    os.utime(path, (now - (10 - day) * 86400, now - (10 - day) * 86400))
+rec = FakeReceiver()
+data, tags = rows_for(2000, 64, T_EDGE + 1)
+w = ArchiveWriter(rec, disk, "hdf5", min_free_gb=0.0008, retry_interval=0.2,
+                  flush_interval=0.05).start()
+rec.push(data[:10], tags[:10])
+assert wait_until(lambda: w.status()["rows_written"] == 10, 20)
+deleted_at_start = w.status()["files_deleted"]
+fd = os.open(os.path.join(disk, "recorder.dat"), os.O_WRONLY | os.O_CREAT)
+try:  # another program fills the disk
+    while True:
+        os.write(fd, bytes(4096))
+except OSError as exc:
+    assert exc.errno == errno.ENOSPC
+os.close(fd)
+pushed = 10
+while pushed < 2000 and not (w.status()["errors"] and w.status()["rows_written"] > 10
+                             and w.status()["health"] == "ok"):
+    rec.push(data[pushed:pushed + 10], tags[pushed:pushed + 10])
+    pushed += 10
+    time.sleep(0.05)
+w.stop()
+print(json.dumps(dict(status=w.status(), files=sorted(os.listdir(disk)),
+                      deleted_at_start=deleted_at_start)))
+"""
+
+
+def test_full_disk_prunes_at_once_when_min_free_is_set(tmp_path):
+    """Another program fills the disk between retention passes: the archive's first ENOSPC
+    runs retention at once, the oldest archive files go, and archiving goes on."""
+    out = run_on_tmpfs(_FULL_THEN_PRUNE.format(tests=TESTS), tmp_path)
+    st = out["status"]
+    assert out["deleted_at_start"] == 0 and st["errors"].get("ENOSPC", 0) >= 1, out
+    assert st["files_deleted"] >= 1 and st["rows_written"] > 10 and st["health"] == "ok"
+    kept = [f for f in out["files"] if f.startswith("OVRO-LWA_2025010")]
+    assert kept == [f"OVRO-LWA_2025010{d}_000000_02.h5" for d in range(5)[-len(kept):]]
+    assert "recorder.dat" in out["files"] and "OVRO-LWA_20250601_201500_02.h5" in out["files"]

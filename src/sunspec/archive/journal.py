@@ -51,12 +51,14 @@ def _pwrite_all(fd: int, blob: bytes, offset: int) -> None:
 class Journal:
     """A new journal at ``path`` (which must not exist) for rows of ``nfreq`` channels.
 
-    If the header cannot be written the file is removed and the error raised.
+    If the header cannot be written the file is removed and the error raised. ``broken``
+    is set when a failed append could not be cut back: append no more, complete it.
     """
 
     def __init__(self, path: Path, meta: ArchiveMeta, freqs_hz: np.ndarray | None, nfreq: int):
         self.path = path
         self.rows = 0
+        self.broken = False
         self._dtype = _record_dtype(nfreq)
         head = json.dumps({"meta": meta.to_dict(), "nfreq": nfreq,
                            "freqs_hz": None if freqs_hz is None else
@@ -78,7 +80,10 @@ class Journal:
         try:
             _pwrite_all(self._fd, rec.tobytes(), self._end)
         except BaseException:
-            os.ftruncate(self._fd, self._end)  # if this fails too, recovery drops the tail
+            try:
+                os.ftruncate(self._fd, self._end)
+            except OSError:  # rows of this batch may stay after the last whole record
+                self.broken = True
             raise
         self._end += rec.nbytes
         self.rows += len(rec)

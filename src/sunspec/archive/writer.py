@@ -478,6 +478,8 @@ class ArchiveWriter(Worker):
             except Exception as exc:
                 self._fail("write", exc)
                 self._stats["rows_dropped"] += len(tags) - a
+                if self._open is not None and self._open.journal.broken:
+                    self._close()
                 return
             cur.last_tag = int(tags[b - 1])
             self._stats["rows_written"] += b - a
