@@ -261,3 +261,21 @@ def test_writer_thread_survives_unexpected_errors_and_reports_health(tmp_path):
     np.testing.assert_array_equal(
         read_archive(tmp_path / "OVRO-LWA_20250601_201500_02.h5").end_tag, tags)
 
+
+
+def test_hdf5_part_left_by_sunspec_0_1_is_completed(tmp_path):
+    """sunspec 0.1 wrote an open span as an HDF5 file named ``.h5.part``: it is published."""
+    from sunspec.archive import hdf5
+    from sunspec.archive.base import ArchiveData
+
+    data, tags = rows_for(7, 64, T_EDGE + FS)
+    meta = ArchiveMeta(span_start_tag=T_EDGE, span_s=900, beam=2)
+    part = tmp_path / "OVRO-LWA_20250601_201500_02.h5.part"
+    hdf5.write(part, ArchiveData(data, tags, None, meta))
+    with ArchiveWriter(FakeReceiver(), tmp_path, "hdf5") as w:
+        pass
+    assert w.status()["files_recovered"] == 1 and w.status()["rows_recovered"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["OVRO-LWA_20250601_201500_02.h5"]
+    got = read_archive(tmp_path / "OVRO-LWA_20250601_201500_02.h5")
+    np.testing.assert_array_equal(got.data, data)
+    np.testing.assert_array_equal(got.end_tag, tags)
