@@ -33,7 +33,7 @@ def test_keep_days_deletes_only_old_archive_files(tmp_path):
            "OVRO-LWA_20250103_000000_02.h5.part.bad": 5}
     kept = {"OVRO-LWA_20250104_000000_02.h5": 1, "notes.txt": 10,
             "OVRO-LWA_20250101_000000_02.h5.bak": 10, "OVRO-LWA_20250101_000000_02.h5x": 10,
-            "my_20250101_000000_02.fits": 10}
+            "my_20250101_000000_02.fits": 10, "LWA_20250101_000000_02.h5": 10}
     for i, (name, age) in enumerate({**old, **kept}.items()):
         make(tmp_path / name, 1000 + i, age)
     sizes = sum(1000 + i for i, name in enumerate({**old, **kept}) if name in old)

@@ -66,8 +66,8 @@ _TICK = 0.25
 _RETENTION_INTERVAL = 60.0
 #: what _final_name gives (``-N`` when the name was taken), and quarantined journals
 _EXT_PATTERN = "|".join(re.escape(ext) for ext in _EXTENSIONS)
-_ARCHIVE_NAME = re.compile(rf"[A-Za-z0-9-]+_\d{{8}}_\d{{6}}_\d{{2,}}(-\d+)?({_EXT_PATTERN})"
-                           r"(\.part\.bad)?")
+_ARCHIVE_NAME = re.compile(rf"{re.escape(ArchiveMeta.station)}_\d{{8}}_\d{{6}}_\d{{2,}}(-\d+)?"
+                           rf"({_EXT_PATTERN})(\.part\.bad)?")
 
 
 class ReceiverLike(Protocol):
