@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sunspec.clock import FS, channel_freqs_hz, datetime_to_tag
 from sunspec.ring import RingBuffer
@@ -47,3 +53,25 @@ def rows_for(n: int, nfreq: int, t0: int, step_s: float = 0.5, seed: int = 0):
     data = rng.random((n, nfreq), dtype=np.float32) * 1e6
     tags = t0 + np.arange(n, dtype=np.int64) * round(step_s * FS)
     return data, tags
+
+
+TESTS = str(Path(__file__).parent)
+
+
+def run_on_tmpfs(script: str, tmp_path: Path, size: str = "4m", timeout: float = 100) -> dict:
+    """Run the Python ``script`` in a private mount namespace with a ``size`` tmpfs mounted
+    on ``tmp_path / "disk"`` (its ``sys.argv[1]``); returns the JSON object its last line of
+    output holds. Skips if the tmpfs cannot be mounted; fails if the script fails in any way
+    (a crash, a signal)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    unshare = shutil.which("unshare")
+    mount = f'mount -t tmpfs -o size={size} tmpfs "$0" || exit 77'
+    if unshare is None or subprocess.run([unshare, "-m", "sh", "-c", mount, disk],
+                                         capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("cannot mount a tmpfs in a private mount namespace (needs root)")
+    proc = subprocess.run([unshare, "-m", "sh", "-c", mount + '; exec "$1" -c "$2" "$0"', disk,
+                           sys.executable, script], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"exit status {proc.returncode}:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -197,21 +197,6 @@ def test_unwritable_directory_is_reported_and_reception_goes_on(tmp_path, pub):
     assert "a-file" in st["last_error"]
 
 
-def test_disk_full_is_counted(tmp_path, monkeypatch):
-    from sunspec.archive import hdf5
-
-    def full(self, data, end_tag):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(hdf5.Hdf5SpanFile, "append", full)
-    rec = FakeReceiver()
-    with ArchiveWriter(rec, tmp_path, "hdf5", retry_interval=60) as w:
-        data, tags = rows_for(5, 64, T_EDGE + FS)
-        rec.push(data, tags)
-        assert wait_until(lambda: w.status()["rows_dropped"] == 5)
-    assert w.status()["errors"] == {"ENOSPC": 1}
-
-
 _CRASH_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})

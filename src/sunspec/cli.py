@@ -57,6 +57,7 @@ _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a number > 0")
 _seconds_or_off = _number(float, lambda v: 0 <= v < float("inf"), "a number of seconds >= 0")
 _port = _number(int, lambda v: 1 <= v <= 65535, "a port in 1-65535")
 _bind_port = _number(int, lambda v: 0 <= v <= 65535, "a port in 0-65535 (0: any free port)")
+_gigabytes = _number(float, lambda v: 0 <= v < float("inf"), "a number of GB >= 0")
 _elevation = _number(float, lambda v: -90 <= v <= 90, "degrees in -90..90")
 
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>\*|\d{1,5})$")
@@ -231,6 +232,13 @@ def recv_parser() -> argparse.ArgumentParser:
                       "%(default)s)")
     arch.add_argument("--archive-sun-above", type=_elevation, default=None, metavar="DEG",
                       help="archive only while the Sun is above DEG degrees elevation at OVRO")
+    arch.add_argument("--archive-keep-days", type=_positive_float, default=da["keep_days"],
+                      metavar="DAYS",
+                      help="delete archive files written more than DAYS days ago")
+    arch.add_argument("--archive-min-free", type=_gigabytes, default=da["min_free_gb"],
+                      metavar="GB",
+                      help="delete the oldest archive files while the disk has less than GB "
+                      "(1e9 bytes) free")
     return p
 
 
@@ -289,7 +297,8 @@ def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
         writer = running.enter_context(ArchiveWriter(
             receiver, args.archive_dir, fmt=args.archive_format, span=args.archive_span,
-            sun_above=args.archive_sun_above))
+            sun_above=args.archive_sun_above, keep_days=args.archive_keep_days,
+            min_free_gb=args.archive_min_free))
         board.add("archive", writer.status)
 
 

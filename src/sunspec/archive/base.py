@@ -10,16 +10,17 @@ known.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..clock import CHAN_BW, FS
 
-__all__ = ["OVRO", "ArchiveData", "ArchiveMeta", "SpanFile", "join_tags", "meta_from_stream_info",
-           "split_tags"]
+__all__ = ["OVRO", "ArchiveData", "ArchiveMeta", "join_tags", "meta_from_stream_info",
+           "split_tags", "write_new"]
 
 #: OVRO-LWA site: latitude (deg N), longitude (deg E, negative = W), height (m above sea level)
 OVRO = (37.2339, -118.2817, 1222.0)
@@ -117,20 +118,17 @@ def join_tags(sec: np.ndarray, frac: np.ndarray) -> np.ndarray:
     return sec.astype(np.int64) * FS + np.rint(frac * FS).astype(np.int64)
 
 
-class SpanFile(Protocol):
-    """One archive file being written under a temporary name."""
-
-    def append(self, data: np.ndarray, end_tag: np.ndarray) -> None:
-        """Add rows (float32 (n, nfreq), int64 (n,)) after those already written."""
-
-    def flush(self) -> None:
-        """Make everything appended so far survive a crash of this process."""
-
-    def finish(self) -> Path:
-        """Complete the file; returns the temporary path of the finished file."""
-
-    def discard(self) -> None:
-        """Remove this file's temporary files once the finished file has been published."""
-
-    def abandon(self) -> None:
-        """Close after a failure, leaving the temporary files for recovery at the next start."""
+def write_new(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to the new file ``path`` and sync it; nothing is left at ``path`` if
+    that fails (a full disk, ...)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(blob)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)

@@ -8,96 +8,32 @@ Extension 1: a one-row binary table with ``TIME`` (seconds from ``DATE-OBS TIME-
 ``FREQUENCY`` (MHz, descending). Times are the ends of the rows' averaging windows. The
 stream's metadata is kept in extra keywords (``T0TAG`` makes times exact to the tick).
 
-e-CALLISTO's image has time as its fastest axis, so a file cannot grow row by row. While a
-span is open its rows go to a journal (``<name>.part``: a JSON header, then fixed-size
-records of window-end tag and row), flushed like an HDF5 file; on completion the journal
-becomes the FITS file. A journal left by a crash is turned into a FITS file at the next start.
+e-CALLISTO's image has time as its fastest axis, so a file cannot grow row by row: while a
+span is open its rows are journalled (:mod:`.journal`), and the FITS file is made from the
+journal when the span is complete.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import struct
+import io
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from ..clock import FS, TICKS_PER_US, datetime_to_tag, tag_to_datetime
-from .base import OVRO, ArchiveData, ArchiveMeta
+from .base import OVRO, ArchiveData, ArchiveMeta, write_new
 
-__all__ = ["EXTENSION", "FitsSpanFile", "read", "read_journal", "write"]
+__all__ = ["EXTENSION", "encode", "read", "write"]
 
 EXTENSION = ".fit"
-_MAGIC = b"sunspec-journal-1\n"
-_LEN = struct.Struct("<Q")
 #: sunspec keywords (8 characters at most) for ArchiveMeta fields
 _KEYS = {
     "span_start_tag": "SPANSTRT", "span_s": "SPAN", "product": "PRODUCT", "factor": "FACTOR",
     "chan_bw": "CHANBW", "chan0": "CHAN0", "beam": "BEAM", "navg": "NAVG", "nint": "NINT",
     "sender_id": "SENDERID", "proto": "PROTO", "software": "SOFTWARE", "station": "STATION",
 }
-
-
-def _record_dtype(nfreq: int) -> np.dtype:
-    return np.dtype([("tag", "<i8"), ("data", "<f4", (nfreq,))])
-
-
-class FitsSpanFile:
-    """A span being archived to FITS: rows journalled now, the FITS file made at finish."""
-
-    def __init__(self, path: Path, meta: ArchiveMeta, freqs_hz: np.ndarray | None, nfreq: int):
-        self.journal = path  # "<name>.part"; the finished FITS file is first "<name>.tmp"
-        self.path = path.with_suffix(".tmp")
-        head = json.dumps({"meta": meta.to_dict(), "nfreq": nfreq,
-                           "freqs_hz": None if freqs_hz is None else
-                           np.asarray(freqs_hz, np.float64).tolist()}).encode()
-        self._dtype = _record_dtype(nfreq)
-        self._fh = open(self.journal, "xb")  # noqa: SIM115 - open until finish()
-        try:
-            self._fh.write(_MAGIC + _LEN.pack(len(head)) + head)
-        except BaseException:
-            self.abandon()
-            raise
-
-    def append(self, data: np.ndarray, end_tag: np.ndarray) -> None:
-        rec = np.empty(len(end_tag), self._dtype)
-        rec["tag"] = end_tag
-        rec["data"] = data
-        self._fh.write(rec.tobytes())
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def finish(self) -> Path:
-        self._fh.close()
-        write(self.path, read_journal(self.journal))
-        return self.path
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.journal.unlink(missing_ok=True)
-
-    def abandon(self) -> None:
-        self._fh.close()
-
-
-def read_journal(path: str | Path) -> ArchiveData:
-    """The rows of a journal, up to its last whole record."""
-    raw = Path(path).read_bytes()
-    if not raw.startswith(_MAGIC):
-        raise ValueError(f"{path}: not a sunspec journal")
-    (nhead,) = _LEN.unpack_from(raw, len(_MAGIC))
-    start = len(_MAGIC) + _LEN.size
-    head = json.loads(raw[start:start + nhead])
-    dtype = _record_dtype(head["nfreq"])
-    body = raw[start + nhead:]
-    rec = np.frombuffer(body, dtype, count=len(body) // dtype.itemsize)
-    freqs = head["freqs_hz"]
-    return ArchiveData(np.ascontiguousarray(rec["data"]), rec["tag"].copy(),
-                       None if freqs is None else np.array(freqs, np.float64),
-                       ArchiveMeta.from_dict(head["meta"]))
 
 
 def _fits_date(t: _dt.datetime) -> str:
@@ -110,6 +46,11 @@ def _fits_time(t: _dt.datetime) -> str:
 
 def write(path: Path, rows: ArchiveData) -> None:
     """Write a complete e-CALLISTO FITS file (``path`` must not exist)."""
+    write_new(path, encode(rows))
+
+
+def encode(rows: ArchiveData) -> bytes:
+    """The bytes of an e-CALLISTO FITS file holding ``rows`` (built in memory)."""
     meta = rows.meta
     n, nfreq = rows.data.shape
     # TIME-OBS has millisecond resolution: times count from the first row's millisecond
@@ -158,7 +99,9 @@ def write(path: Path, rows: ArchiveData) -> None:
         fits.Column(name="TIME", format=f"{n}D", array=times[np.newaxis]),
         fits.Column(name="FREQUENCY", format=f"{nfreq}D", array=freqs[::-1][np.newaxis]),
     ])
-    fits.HDUList([primary, table]).writeto(path)
+    buf = io.BytesIO()
+    fits.HDUList([primary, table]).writeto(buf)
+    return buf.getvalue()
 
 
 def read(path: str | Path) -> ArchiveData:

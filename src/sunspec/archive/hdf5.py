@@ -11,73 +11,35 @@
 Differences from the recorder's files, on purpose: values are the stream's (a plain mean of
 spectra, not divided by ``navg``); one product, the receiver's; times are window ends.
 
-While open the file is in SWMR mode: datasets grow in chunks, readers may open it with
-``swmr=True``, and after a crash it stays readable up to the last flush (SWMR mode readers
-only; :func:`read` handles that).
+A span's rows are journalled while it is open (:mod:`.journal`); the file is built in
+memory from the journal when the span is complete and written in one piece, so HDF5 never
+writes to a disk that fails under it (it cannot recover from a failed write). :func:`read`
+also reads the SWMR files sunspec 0.1 wrote while a span was open (``.h5.part``, left by a
+crash), up to their last flush.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
+import io
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..clock import FS
-from .base import ArchiveData, ArchiveMeta, join_tags, split_tags
+from .base import ArchiveData, ArchiveMeta, join_tags, split_tags, write_new
 
-__all__ = ["EXTENSION", "Hdf5SpanFile", "read", "write"]
+__all__ = ["EXTENSION", "encode", "read", "write"]
 
 EXTENSION = ".h5"
 TIME_DTYPE = np.dtype({"names": ["int", "frac"], "formats": ["<i8", "<f8"]})
 _META_PREFIX = "sunspec_"
-#: bytes per data chunk: small enough that a flush every few seconds rewrites little
-_CHUNK_BYTES = 1 << 20
 
 
-class Hdf5SpanFile:
-    """An HDF5 archive file being appended to (SWMR writer) under a temporary name."""
-
-    def __init__(self, path: Path, meta: ArchiveMeta, freqs_hz: np.ndarray | None, nfreq: int):
-        self.path = path
-        self._file = h5py.File(path, "w-", libver="latest")
-        try:
-            self._time, self._data = _create_layout(self._file, meta, freqs_hz, nfreq)
-            self._file.swmr_mode = True
-        except BaseException:
-            self._file.close()
-            path.unlink(missing_ok=True)
-            raise
-
-    def append(self, data: np.ndarray, end_tag: np.ndarray) -> None:
-        n0, n = self._time.shape[0], len(end_tag)
-        rec = np.empty(n, TIME_DTYPE)
-        rec["int"], rec["frac"] = split_tags(end_tag)
-        self._data.resize(n0 + n, axis=0)
-        self._data[n0:] = data
-        self._time.resize(n0 + n, axis=0)  # time last: a reader never sees a row without data
-        self._time[n0:] = rec
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def finish(self) -> Path:
-        self._file.close()
-        return self.path
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def abandon(self) -> None:
-        with contextlib.suppress(Exception):  # the file is left for recovery either way
-            self._file.close()
-
-
-def _create_layout(f: h5py.File, meta: ArchiveMeta, freqs_hz: np.ndarray | None,
-                   nfreq: int) -> tuple[h5py.Dataset, h5py.Dataset]:
-    """Groups, attributes and empty growable datasets; returns (time, data)."""
+def _write_layout(f: h5py.File, rows: ArchiveData) -> None:
+    """Groups, attributes and datasets of ``rows``."""
+    meta, nfreq, freqs_hz = rows.meta, rows.data.shape[1], rows.freqs_hz
     now = _dt.datetime.now(_dt.timezone.utc)
     f.attrs.update({
         "ObserverID": 0, "ObserverName": "", "ProjectID": "", "SessionID": 0,
@@ -99,9 +61,9 @@ def _create_layout(f: h5py.File, meta: ArchiveMeta, freqs_hz: np.ndarray | None,
         "tInt": -1.0 if window is None else window / FS, "tInt_Units": "s",
         "LFFT": 4096, "nChan": nfreq, "RBW": rbw, "RBW_Units": "Hz",
     })
-    rows = max(1, min(4096, _CHUNK_BYTES // (4 * nfreq)))
-    time = obs.create_dataset("time", shape=(0,), maxshape=(None,), dtype=TIME_DTYPE,
-                              chunks=(4096,))
+    rec = np.empty(len(rows), TIME_DTYPE)
+    rec["int"], rec["frac"] = split_tags(rows.end_tag)
+    time = obs.create_dataset("time", data=rec)
     time.attrs.update({"format": "unix", "scale": "utc", "reference": "window end"})
     tuning = obs.create_group("Tuning1")
     if freqs_hz is None:
@@ -110,27 +72,25 @@ def _create_layout(f: h5py.File, meta: ArchiveMeta, freqs_hz: np.ndarray | None,
     else:
         freq = tuning.create_dataset("freq", data=np.asarray(freqs_hz, np.float64))
         freq.attrs["Units"] = "Hz"
-    data = tuning.create_dataset(meta.product, shape=(0, nfreq), maxshape=(None, nfreq),
-                                 dtype="<f4", chunks=(rows, nfreq))
+    data = tuning.create_dataset(meta.product, data=np.asarray(rows.data, "<f4"))
     data.attrs.update({"axis0": "time", "axis1": "frequency"})
-    return time, data
+
+
+def encode(rows: ArchiveData) -> bytes:
+    """The bytes of an archive file holding ``rows`` (built in memory)."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        _write_layout(f, rows)
+    return buf.getvalue()
 
 
 def write(path: Path, rows: ArchiveData) -> None:
     """Write a complete archive file (``path`` must not exist)."""
-    f = Hdf5SpanFile(path, rows.meta, rows.freqs_hz, rows.data.shape[1])
-    try:
-        f.append(rows.data, rows.end_tag)
-    except BaseException:
-        f.abandon()
-        path.unlink(missing_ok=True)
-        raise
-    f.finish()
+    write_new(path, encode(rows))
 
 
 def read(path: str | Path) -> ArchiveData:
-    """Read an archive file; one that is still open (or left by a crash) is read in SWMR mode
-    up to its last flush."""
+    """Read an archive file (a SWMR file left open by a crash up to its last flush)."""
     try:
         f = h5py.File(path, "r")
     except OSError:

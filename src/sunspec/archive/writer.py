@@ -8,14 +8,23 @@ row from another span, a time going backwards or a new ring (the stream's geomet
 starts a new file. A file is completed when a row of a later span arrives, when no row has
 come for ``idle_close`` seconds, or at :meth:`ArchiveWriter.stop`.
 
-Files are written as ``<name>.part`` and published under ``<name>`` by a hard link, which
-fails rather than replace an existing file: a name already taken gets ``-1``, ``-2``, ...
-Part files left by a crash are completed at the next start (see :func:`recover`).
+An open span's rows are journalled in ``<name>.part`` (:mod:`.journal`). To complete it the
+format's file is written as ``<name>.tmp``, the journal removed, and the file published
+under ``<name>`` by a hard link, which fails rather than replace an existing file (a name
+already taken gets ``-1``, ``-2``, ...); then ``.tmp`` is removed. A crash at any step is
+undone by :func:`recover` at the next start, with no row lost or published twice: a journal
+is completed, a lone ``.tmp`` published, one already published (two links) removed.
 
-Nothing here stops reception: a failing disk is logged, counted under the error's kind
-(``ENOSPC``, ``EACCES``, ...) and retried after ``retry_interval``; rows that arrive
-meanwhile are counted as ``rows_dropped``, rows the ring overwrote before the writer read
-them as ``rows_missed``.
+Nothing here stops reception. A failing disk (full, read-only, ...) is logged at a bounded
+rate and counted under the error's kind (``ENOSPC``, ``EACCES``, ...); writing pauses for
+``retry_interval``, and rows that arrive meanwhile are counted as ``rows_dropped``. A failed
+write leaves the journal whole, so the span goes on in the same file once the disk has room;
+spans that could not be completed are retried. ``status()["health"]`` is ``"degraded"``
+(``health_reason`` says why) from a failure until writing succeeds again, else ``"ok"``.
+Rows the ring overwrote before the writer read them are counted as ``rows_missed``.
+
+Retention (``keep_days``, ``min_free_gb``) deletes the oldest archive files, recognised by
+their names (:func:`is_archive_name`); nothing else in the directory is touched.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ import errno
 import itertools
 import logging
 import os
+import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,20 +49,25 @@ from ..clock import FS, tag_to_datetime
 from ..ring import RingBuffer, Rows
 from ..source import StreamSource
 from . import DEFAULT_FORMAT, DEFAULT_SPAN, fits, hdf5
-from .base import ArchiveMeta, SpanFile, meta_from_stream_info
+from .base import ArchiveData, ArchiveMeta, meta_from_stream_info
+from .journal import Journal, JournalError, read_journal
+from .retention import prune
 
-__all__ = ["FORMATS", "ArchiveWriter", "recover"]
+__all__ = ["FORMATS", "ArchiveWriter", "Recovery", "is_archive_name", "recover"]
 
 log = logging.getLogger(__name__)
 
-#: format name -> module with EXTENSION, a SpanFile class, read() and write()
+#: format name -> module with EXTENSION, read() and write()
 FORMATS: dict[str, ModuleType] = {"hdf5": hdf5, "fits": fits}
-_SPAN_FILES: dict[str, Callable[..., SpanFile]] = {
-    "hdf5": hdf5.Hdf5SpanFile, "fits": fits.FitsSpanFile,
-}
 _EXTENSIONS = {m.EXTENSION: m for m in FORMATS.values()}
 #: seconds the thread sleeps in ring.wait before doing housekeeping
 _TICK = 0.25
+#: seconds between retention passes
+_RETENTION_INTERVAL = 60.0
+#: what _final_name gives (``-N`` when the name was taken), and quarantined journals
+_EXT_PATTERN = "|".join(re.escape(ext) for ext in _EXTENSIONS)
+_ARCHIVE_NAME = re.compile(rf"{re.escape(ArchiveMeta.station)}_\d{{8}}_\d{{6}}_\d{{2,}}(-\d+)?"
+                           rf"({_EXT_PATTERN})(\.part\.bad)?")
 
 
 def _software() -> str:
@@ -63,9 +78,15 @@ def _software() -> str:
 
 def _kind(exc: BaseException) -> str:
     """Counter name for an error: the errno's name for OS errors, else the type's name."""
-    if isinstance(exc, OSError) and exc.errno in errno.errorcode:
-        return errno.errorcode[exc.errno]
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is not None and code in errno.errorcode:
+        return errno.errorcode[code]
     return type(exc).__name__
+
+
+def is_archive_name(name: str) -> bool:
+    """True for the names of the files an ArchiveWriter publishes (or quarantines)."""
+    return _ARCHIVE_NAME.fullmatch(name) is not None
 
 
 def _candidates(final: Path) -> Iterator[Path]:
@@ -79,13 +100,16 @@ def _candidates(final: Path) -> Iterator[Path]:
 
 
 def _taken(path: Path) -> bool:
-    return any(p.exists() for p in (path, path.with_name(path.name + ".part"),
-                                    path.with_name(path.name + ".tmp")))
+    return any(path.with_name(path.name + suffix).exists()
+               for suffix in ("", ".part", ".tmp", ".part.bad"))
 
 
 def _publish(tmp: Path, final: Path) -> Path:
-    """Give the finished file ``tmp`` the first free name from ``final`` on; never replaces."""
+    """Give the finished file ``tmp`` the first free name from ``final`` on, never replacing
+    a file nor taking the name of another span's journal; removes ``tmp``."""
     for cand in _candidates(final):
+        if cand != final and _taken(cand):
+            continue
         try:
             os.link(tmp, cand)
         except FileExistsError:
@@ -96,50 +120,107 @@ def _publish(tmp: Path, final: Path) -> Path:
             if cand.exists():
                 continue
             os.rename(tmp, cand)
+            return cand
+        tmp.unlink()
         return cand
     raise AssertionError("unreachable")
 
 
-def recover(directory: Path) -> tuple[list[Path], list[tuple[Path, BaseException]]]:
-    """Complete the part files a crashed writer left in ``directory``.
+@dataclass
+class Recovery:
+    """What :func:`recover` did."""
 
-    Returns the files published and the part files that could not be read (kept as they
-    are). Empty part files are removed.
-    """
-    done: list[Path] = []
-    failed: list[tuple[Path, BaseException]] = []
+    published: list[tuple[Path, int, int]] = field(default_factory=list)
+    """files published, the rows each holds (0: an unknown number, from a lone ``.tmp``),
+    and the bytes of an incomplete last row dropped from its journal"""
+    removed: list[tuple[Path, str]] = field(default_factory=list)
+    """journals removed because they held no row, and why"""
+    quarantined: list[tuple[Path, Path, str]] = field(default_factory=list)
+    """unreadable journals: their name, their new name (``.part.bad``), and why"""
+    failed: list[tuple[Path, BaseException]] = field(default_factory=list)
+    """journals and files that could not be completed now (kept, to try again)"""
+
+
+def _module_for(final: Path) -> ModuleType | None:
+    return _EXTENSIONS.get(final.suffix)
+
+
+def _read_part(part: Path, module: ModuleType) -> tuple[ArchiveData, int]:
+    """Rows of a journal (or of an HDF5 file sunspec 0.1 wrote while a span was open)."""
+    try:
+        return read_journal(part)
+    except JournalError as exc:
+        if exc.empty or module is not hdf5:
+            raise
+        journal_error = exc
+    try:
+        return hdf5.read(part), 0
+    except Exception as exc:
+        raise JournalError(f"{journal_error}; nor a readable HDF5 file ({exc})", False) from exc
+
+
+def _complete(part: Path, final: Path, module: ModuleType, done: Recovery) -> None:
+    """Turn the journal ``part`` into the published file for ``final``; see :class:`Recovery`.
+    OS errors (a full disk, ...) are raised, with the journal kept."""
+    try:
+        rows, torn = _read_part(part, module)
+    except JournalError as exc:
+        if exc.empty:
+            part.unlink()
+            done.removed.append((part, str(exc)))
+        else:
+            done.quarantined.append((part, _publish(part, part.with_name(part.name + ".bad")),
+                                     str(exc)))
+        return
+    if not len(rows):
+        part.unlink()
+        done.removed.append((part, "held no rows"))
+        return
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # an incomplete one, from an attempt cut short
+    module.write(tmp, rows)
+    part.unlink()  # from here on the .tmp file holds every row
+    done.published.append((_publish(tmp, final), len(rows), torn))
+
+
+def recover(directory: Path, skip: frozenset[Path] = frozenset()) -> Recovery:
+    """Complete the journals (``*.part``) and unpublished files (``*.tmp``) that a writer
+    stopped by a crash or by a failure left in ``directory``, except the journals in ``skip``
+    (being written). Never raises for one file: see :attr:`Recovery.failed`."""
+    done = Recovery()
     for part in sorted(directory.glob("*.part")):
         final = part.with_suffix("")
-        module = _EXTENSIONS.get("." + final.name.split(".", 1)[-1])
-        if module is None:
+        module = _module_for(final)
+        if part in skip or module is None:
             continue
-        tmp = part.with_suffix(".tmp")
         try:
-            rows = fits.read_journal(part) if module is fits else hdf5.read(part)
-            if len(rows):
-                tmp.unlink(missing_ok=True)
-                module.write(tmp, rows)
-                done.append(_publish(tmp, final))
-            part.unlink()
-            tmp.unlink(missing_ok=True)
+            _complete(part, final, module, done)
         except Exception as exc:
-            failed.append((part, exc))
-    for tmp in directory.glob("*.tmp"):  # finished and published before a crash
-        if not tmp.with_suffix(".part").exists():
-            tmp.unlink(missing_ok=True)
-    return done, failed
+            done.failed.append((part, exc))
+    for tmp in sorted(directory.glob("*.tmp")):
+        final = tmp.with_suffix("")
+        if _module_for(final) is None or final.with_name(final.name + ".part").exists():
+            continue  # not ours, or being written again from its journal
+        try:
+            if tmp.stat().st_nlink > 1:  # published before the crash, not yet removed
+                tmp.unlink()
+            else:
+                done.published.append((_publish(tmp, final), 0, 0))
+        except Exception as exc:
+            done.failed.append((tmp, exc))
+    return done
 
 
 @dataclass
 class _Open:
     """The file being written."""
 
-    file: SpanFile
+    journal: Journal
     final: Path
+    module: ModuleType
     span: int
     ring: RingBuffer
     last_tag: int
-    rows: int = 0
 
 
 class ArchiveWriter(Worker):
@@ -148,7 +229,10 @@ class ArchiveWriter(Worker):
 
     ``receiver`` is any :class:`~sunspec.source.StreamSource` (e.g. a Receiver).
     ``sun_above`` (degrees) keeps only rows taken while the Sun is higher than that at OVRO.
-    :meth:`stop` writes what the ring still holds for the writer and completes the open file.
+    ``keep_days`` deletes archive files last written more than that many days ago;
+    ``min_free_gb`` deletes the oldest archive files while the file system has less than that
+    many GB (1e9 bytes) free. :meth:`stop` writes what the ring still holds for the writer
+    and completes the open file.
     """
 
     stop_timeout = 30.0
@@ -164,12 +248,18 @@ class ArchiveWriter(Worker):
         idle_close: float = 60.0,
         retry_interval: float = 5.0,
         sun_above: float | None = None,
+        keep_days: float | None = None,
+        min_free_gb: float | None = None,
         batch: int = 1024,
     ):
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
         if int(span) != span or span < 1:
             raise ValueError(f"span must be a whole number of seconds >= 1, got {span}")
+        if keep_days is not None and not keep_days > 0:
+            raise ValueError(f"keep_days must be > 0, got {keep_days}")
+        if min_free_gb is not None and not min_free_gb >= 0:
+            raise ValueError(f"min_free_gb must be >= 0, got {min_free_gb}")
         self.receiver = receiver
         self.directory = Path(directory)
         self.fmt = fmt
@@ -178,6 +268,8 @@ class ArchiveWriter(Worker):
         self.idle_close = idle_close
         self.retry_interval = retry_interval
         self.sun_above = sun_above
+        self.keep_days = keep_days
+        self.min_free_gb = min_free_gb
         self.batch = batch
         self._sun = None
         if sun_above is not None:
@@ -194,9 +286,13 @@ class ArchiveWriter(Worker):
         self._last_flush = self._last_row = time.monotonic()
         self._dirty = False
         self._retry_at = 0.0
+        self._pending = False  # journals or files left to complete (a failure, a crash)
+        self._retention_at = 0.0
         self._stats: dict[str, Any] = {
             "files_written": 0, "files_recovered": 0, "rows_written": 0, "rows_missed": 0,
-            "rows_dropped": 0, "rows_skipped_sun": 0, "errors": {}, "last_error": None,
+            "rows_dropped": 0, "rows_skipped_sun": 0, "rows_recovered": 0, "rows_torn": 0,
+            "parts_removed": 0, "parts_quarantined": 0, "files_deleted": 0, "bytes_deleted": 0,
+            "errors": {}, "last_error": None, "health": "ok", "health_reason": None,
         }
 
     # --- lifecycle (start, stop, running, context manager: Worker) ---------------------------
@@ -209,43 +305,72 @@ class ArchiveWriter(Worker):
         return ()
 
     def status(self) -> dict[str, Any]:
-        """The writer's counters (a section of the program's status)."""
+        """The writer's counters (a section of the program's status).
+
+        ``health`` is ``"ok"``, or ``"degraded"`` from a failure (``health_reason``) until
+        writing succeeds again with nothing left to complete.
+        """
         st = dict(self._stats)
         st["errors"] = dict(st["errors"])
         cur = self._open
         st.update(running=self.running, directory=str(self.directory), format=self.fmt,
                   span_s=self.span, current_file=str(cur.final) if cur else None,
-                  current_rows=cur.rows if cur else 0)
+                  current_rows=cur.journal.rows if cur else 0)
         return st
 
     # --- thread -----------------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            self._recover()
-            while True:
-                stopping = self._stop.is_set()
-                self._step(wait=not stopping)  # after stop: one last pass, no waiting
-                if stopping:
-                    break
-        except Exception as exc:  # pragma: no cover - a bug; never take the receiver down
-            log.exception("archive thread failed")
-            self._fail("thread", exc)
-        finally:
-            self._close()
+        self._guarded(self._recover_left)
+        while True:
+            stopping = self._stop.is_set()
+            # after stop: one last pass, no waiting; after an unexpected error: a pause
+            if not self._guarded(self._step, not stopping) and not stopping:
+                self._stop.wait(self.retry_interval)
+            if stopping:
+                break
+        self._guarded(self._close)
 
-    def _recover(self) -> None:
+    def _guarded(self, step: Any, *args: Any) -> bool:
+        """Run ``step``; an exception (a bug) is logged with its traceback at a bounded rate
+        and counted, and never ends the thread."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self._fail(f"thread ({step.__name__})", exc, exc_info=True)
+            return False
+        return True
+
+    def _recover_left(self) -> None:
+        """Complete what an earlier writer left (at start), or what failed (on retry)."""
         if not self.directory.is_dir():
             return
-        try:
-            done, failed = recover(self.directory)
-        except Exception as exc:
-            self._fail("recover", exc, retry=False)
-            return
-        self._stats["files_recovered"] += len(done)
-        for path in done:
-            log.warning("completed %s, left by an earlier writer", path)
-        for path, exc in failed:
-            self._fail(f"recover {path.name}", exc, retry=False)
+        cur = self._open
+        done = recover(self.directory, frozenset({cur.journal.path}) if cur else frozenset())
+        self._pending = bool(done.failed)
+        for path, rows, torn in done.published:
+            self._stats["files_recovered"] += 1
+            self._stats["rows_recovered"] += rows
+            log.warning("archive: completed %s (%s rows), left by a crash or a failure", path,
+                        rows or "all its")
+            self._torn(path, torn)
+        self._count_removed(done)
+        for path, exc in done.failed:
+            self._fail(f"completing {path.name}", exc)
+        if not done.failed:
+            self._healthy()
+
+    def _count_removed(self, done: Recovery) -> None:
+        for path, why in done.removed:
+            self._stats["parts_removed"] += 1
+            log.warning("archive: removed %s: %s", path, why)
+        for path, bad, why in done.quarantined:
+            self._stats["parts_quarantined"] += 1
+            log.error("archive: %s is unreadable, moved to %s: %s", path, bad.name, why)
+
+    def _torn(self, path: Path, nbytes: int) -> None:
+        if nbytes:
+            self._stats["rows_torn"] += 1
+            log.warning("archive: %s: dropped an incomplete last row (%d bytes)", path, nbytes)
 
     def _step(self, wait: bool) -> None:
         """Follow the receiver's ring, write what is new, flush or close when due."""
@@ -259,8 +384,7 @@ class ArchiveWriter(Worker):
         if ring is None:
             if wait:
                 self._stop.wait(_TICK)
-            return
-        if not wait or ring.wait(self._cursor, _TICK):
+        elif not wait or ring.wait(self._cursor, _TICK):
             self._drain(ring)
         self._housekeeping()
 
@@ -279,20 +403,48 @@ class ArchiveWriter(Worker):
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if now >= self._retention_at and (self.keep_days is not None or self.min_free_gb):
+            self._retention_at = now + _RETENTION_INTERVAL
+            self._retention()
+        if self._pending and now >= self._retry_at:
+            self._recover_left()
         cur = self._open
         if cur is None:
             return
         if now - self._last_row >= self.idle_close:
             self._close()
         elif self._dirty and now - self._last_flush >= self.flush_interval:
+            self._last_flush = now
             try:
-                cur.file.flush()
+                cur.journal.flush()
             except Exception as exc:
                 self._fail("flush", exc)
-                self._abandon()
                 return
             self._dirty = False
-            self._last_flush = now
+
+    def _retention(self) -> None:
+        if not self.directory.is_dir():
+            return
+        min_free = None if self.min_free_gb is None else round(self.min_free_gb * 1e9)
+        try:
+            pruned = prune(self.directory, is_archive_name, keep_days=self.keep_days,
+                           min_free_bytes=min_free, now=time.time())
+        except OSError as exc:
+            self._fail("retention", exc, retry=False)
+            return
+        if pruned.deleted:
+            self._stats["files_deleted"] += len(pruned.deleted)
+            self._stats["bytes_deleted"] += pruned.bytes
+            first, last = pruned.deleted[0], pruned.deleted[-1]
+            log.info("archive retention: deleted %d files (%.1f MB), %s to %s (%s)",
+                     len(pruned.deleted), pruned.bytes / 1e6, first[0].name, last[0].name,
+                     last[2])
+            for path, size, why in pruned.deleted:
+                log.debug("archive retention: deleted %s (%d bytes, %s)", path, size, why)
+        if pruned.free_bytes is not None and min_free and pruned.free_bytes < min_free:
+            self._rlog.log(logging.WARNING, "min_free", "archive: %.3f GB free in %s, less "
+                           "than the %g GB asked, and no archive file left to delete",
+                           pruned.free_bytes / 1e9, self.directory, self.min_free_gb)
 
     # --- writing ----------------------------------------------------------------------------
     def _write(self, rows: Rows, ring: RingBuffer) -> None:
@@ -312,17 +464,18 @@ class ArchiveWriter(Worker):
         for a, b in itertools.pairwise(bounds):
             try:
                 cur = self._file_for(int(span[a]), int(tags[a]), ring)
-                cur.file.append(data[a:b], tags[a:b])
+                cur.journal.append(data[a:b], tags[a:b])
             except Exception as exc:
                 self._fail("write", exc)
-                self._abandon()
                 self._stats["rows_dropped"] += len(tags) - a
+                if self._open is not None and self._open.journal.broken:
+                    self._close()
                 return
-            cur.rows += b - a
             cur.last_tag = int(tags[b - 1])
             self._stats["rows_written"] += b - a
             self._dirty = True
             self._last_row = time.monotonic()
+        self._healthy()
 
     def _file_for(self, span: int, first_tag: int, ring: RingBuffer) -> _Open:
         cur = self._open
@@ -332,11 +485,11 @@ class ArchiveWriter(Worker):
         meta = meta_from_stream_info(self.receiver.stream_info,
                                      span_start_tag=span * self._span_ticks,
                                      span_s=self.span, software=_software())
-        final = next(p for p in _candidates(self._final_name(meta)) if not _taken(p))
         self.directory.mkdir(parents=True, exist_ok=True)
+        final = next(p for p in _candidates(self._final_name(meta)) if not _taken(p))
         part = final.with_name(final.name + ".part")
-        file = _SPAN_FILES[self.fmt](part, meta, ring.freqs_hz, ring.nfreq)
-        self._open = _Open(file, final, span, ring, first_tag - 1)
+        journal = Journal(part, meta, ring.freqs_hz, ring.nfreq)
+        self._open = _Open(journal, final, FORMATS[self.fmt], span, ring, first_tag - 1)
         self._last_flush = time.monotonic()
         log.info("archive: writing %s", part)
         return self._open
@@ -347,35 +500,44 @@ class ArchiveWriter(Worker):
         return self.directory / f"{meta.station}_{start}_{beam:02d}{FORMATS[self.fmt].EXTENSION}"
 
     def _close(self) -> None:
+        """Complete the open file; if that fails its journal is kept and retried."""
         cur, self._open = self._open, None
         if cur is None:
             return
+        self._dirty = False
+        done = Recovery()
         try:
-            tmp = cur.file.finish()
-            path = _publish(tmp, cur.final)
-            cur.file.discard()
+            cur.journal.close()
+            _complete(cur.journal.path, cur.final, cur.module, done)
         except Exception as exc:
+            self._pending = True
             self._fail("close", exc)
-            cur.file.abandon()
             return
-        self._stats["files_written"] += 1
-        self._dirty = False
-        log.info("archive: wrote %s (%d rows)", path, cur.rows)
+        for path, rows, torn in done.published:
+            self._stats["files_written"] += 1
+            log.info("archive: wrote %s (%d rows)", path, rows)
+            self._torn(path, torn)
+        self._count_removed(done)
 
-    def _abandon(self) -> None:
-        cur, self._open = self._open, None
-        if cur is not None:
-            cur.file.abandon()
-        self._dirty = False
+    def _healthy(self) -> None:
+        """Writing succeeded: back to health "ok" unless something is left to complete."""
+        if self._stats["health"] != "ok" and not self._pending:
+            self._stats.update(health="ok", health_reason=None)
+            self._rlog.log(logging.INFO, "healthy", "archive: writing to %s again",
+                           self.directory)
 
-    def _fail(self, stage: str, exc: BaseException, retry: bool = True) -> None:
+    def _fail(self, stage: str, exc: BaseException, retry: bool = True,
+              exc_info: bool = False) -> None:
         """Log and count a failure; unless ``retry`` is False, pause writing for a while."""
         kind = _kind(exc)
         errors = self._stats["errors"]
-        self._stats["errors"] = {**errors, kind: errors.get(kind, 0) + 1}  # new dict: status()
-        self._stats["last_error"] = f"{stage}: {exc}"                       # may be reading
-        if retry:
+        reason = f"{stage}: {exc}"
+        self._stats.update(errors={**errors, kind: errors.get(kind, 0) + 1},  # new dict:
+                           last_error=reason, health="degraded", health_reason=reason)
+        if retry:                                                    # status() may be reading
             self._retry_at = time.monotonic() + self.retry_interval
+        if kind == "ENOSPC":
+            self._retention_at = 0.0  # free space now if a minimum is set
         self._rlog.log(logging.ERROR, kind, "archive %s failed in %s: %s", stage,
-                       self.directory, exc)
+                       self.directory, exc, exc_info=exc_info)
 
