@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import inspect
 import logging
@@ -199,6 +200,14 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _utc(text: str) -> datetime.datetime:
+    try:
+        t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+    return t.replace(tzinfo=datetime.timezone.utc) if t.tzinfo is None else t
+
+
 def _config_arguments(p: argparse.ArgumentParser) -> None:
     """One option per :class:`sunspec.sim.SimConfig` field (``--field-name``)."""
     import dataclasses
@@ -276,6 +285,9 @@ def sim_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-subscribers", type=int, default=ds["wait_subscribers"],
                    help="wait up to 10 s for this many subscribers before the first frame "
                    "(default: %(default)s)")
+    p.add_argument("--start", type=_utc, default=None, metavar="UTC",
+                   help="UTC of the first spectrum, ISO 8601, e.g. 2024-05-14T17:00:00 "
+                   "(default: now); the same seed and start give the same data and truth")
     p.add_argument("--truth", default=None, metavar="FILE",
                    help="write the ground truth (JSON lines, one record per event) here")
     p.add_argument("--truth-only", action="store_true",
@@ -283,6 +295,14 @@ def sim_parser() -> argparse.ArgumentParser:
     _config_arguments(p)
     _add_reporting_arguments(p)
     return p
+
+
+def _start_tag(start: datetime.datetime, navg: int) -> int:
+    """The time tag of ``start`` on a spectrum boundary."""
+    from .clock import datetime_to_tag, ticks_per_spectrum
+
+    tps = ticks_per_spectrum(navg)
+    return datetime_to_tag(start) // tps * tps
 
 
 def sim_main(argv: Sequence[str] | None = None) -> int:
@@ -305,7 +325,8 @@ def sim_main(argv: Sequence[str] | None = None) -> int:
             interval=args.interval, sndhwm=args.sndhwm, beam=args.beam,
             wait_subscribers=args.wait_subscribers, frame_level=args.frame_level,
             nbeam=args.nbeam, nchan=args.nchan, chan0=args.chan0, ntime_gulp=args.ntime_gulp,
-            navg=args.navg, seed=args.seed, config=config, noise=not args.no_noise)
+            navg=args.navg, seed=args.seed, config=config, noise=not args.no_noise,
+            start_tag=None if args.start is None else _start_tag(args.start, args.navg))
     except ValueError as exc:
         parser.error(str(exc))
 

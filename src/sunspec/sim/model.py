@@ -445,14 +445,20 @@ class Simulator:
                         "params": ev.params()})
             recs.append(rec)
         for i, line in enumerate(self.rfi):
-            if f_lo - 1 <= line.freq_mhz <= f_hi + 1:
+            if f_lo <= line.freq_mhz <= f_hi:
                 rec = {"type": "rfi", "id": f"rfi-{i + 1}", "onset_utc": self.utc(0.0)}
                 rec.update(line.record())
+                c = line.freq_mhz * 1e6 / CHAN_BW - self.chan0  # channel of the centre
+                pair = 2 * math.floor(c / 2) + np.arange(2)
+                peak = line.amplitude * float(np.exp(-0.5 * ((pair - c) / line.width_chan) ** 2)
+                                              .mean())
+                rec.update({"peak_excess": peak, "peak_db": 10 * math.log10(1 + peak),
+                            "peak_sigma": peak / sigma, "peak_mhz": line.freq_mhz})
                 recs.append(rec)
         c = self.config
         recs.append({"type": "background", "id": "background-1", "onset_utc": self.utc(0.0),
                      "onset_s": 0.0, "f_start_mhz": f_hi, "f_end_mhz": f_lo,
-                     "duration_s": None, "activity": c.activity,
+                     "duration_s": None, "peak_db": None, "activity": c.activity,
                      "episodes": self._episodes(duration),
                      "sky_drift": c.sky_drift, "gain_drift": c.gain_drift,
                      "gain_period_s": c.gain_period_s, "hf_junk": c.hf_junk,
