@@ -17,8 +17,7 @@ import pytest
 
 from sunspec import Receiver, Simulator
 from sunspec.cli import _start_tag, sim_main
-from sunspec.sim import (ACTIVITY, EventSource, Impulse, SimConfig, Spike, TypeII, TypeIII,
-                         TypeIV)
+from sunspec.sim import ACTIVITY, EventSource, Impulse, SimConfig, Spike, TypeII, TypeIII, TypeIV
 
 TAG0 = 343_597_383_680_000_000 // (24 * 8192) * (24 * 8192)
 STILL = SimConfig(hf_junk=0.0, gain_drift=0.0, sky_drift=0.0, impulse_per_s=0.0)
@@ -86,7 +85,7 @@ def test_truth_for_a_seed_does_not_depend_on_the_duration(tmp_path):
     assert sim_main([*common, "--truth", str(a), "--duration", "3600"]) == 0
     assert sim_main([*common, "--truth", str(b), "--duration", "86400"]) == 0
     hour, day = read_truth(a), read_truth(b)
-    assert all(REQUIRED <= set(r) for r in hour)
+    assert all(set(r) >= REQUIRED for r in hour)
     first = [r for r in day if r["onset_s"] < 3600 and r["type"] != "background"]
     assert [r for r in hour if r["type"] != "background"] == first
     kinds = {r["type"] for r in day}
@@ -107,8 +106,8 @@ def test_brightness_follows_the_configured_power_law():
         assert est == pytest.approx(index, abs=4 * (index - 1) / math.sqrt(n))
         edges = 0.05 * np.logspace(0, 3, 10)
         counts = np.histogram(amps, edges)[0]
-        cdf = lambda x: (1 - (x / 0.05) ** (1 - index)) / (1 - (1000 / 0.05) ** (1 - index))  # noqa: E731
-        expected = n * np.diff(cdf(edges))
+        e = 1 - index
+        expected = n * np.diff((1 - (edges / 0.05) ** e) / (1 - (1000 / 0.05) ** e))
         keep = expected > 5
         chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
         assert chi2 < 27.9  # 99.9 % point of chi-square with 9 degrees of freedom
@@ -170,7 +169,8 @@ def test_every_significant_truth_event_shows_where_its_record_says_in_a_receiver
     nint, duration = 128, 300.0
     args = ["--frame-level", "--fast", "--duration", str(duration), "--port", "0",
             "--nint", str(nint), "--seed", "5", "--start", "2024-05-14T17:00:00",
-            "--activity", "storm", "--type3-groups-per-hour", "120", "--type2-per-day", "3000", "--type4-per-day", "2000", "--brightness-floor", "0.3",
+            "--activity", "storm", "--type3-groups-per-hour", "120", "--type2-per-day", "3000",
+            "--type4-per-day", "2000", "--brightness-floor", "0.3",
             "--spike-clusters-per-hour", "40", "--impulse-per-s", "0.1",
             "--hf-junk", "0", "--gain-drift", "0", "--sky-drift", "0",
             "--wait-subscribers", "1", "--truth", str(path), "--status-interval", "0",
@@ -186,7 +186,8 @@ def test_every_significant_truth_event_shows_where_its_record_says_in_a_receiver
                 endpoint = m.group(1)
                 break
         assert endpoint
-        config = SimConfig(activity="storm", type3_groups_per_hour=120, type2_per_day=3000, type4_per_day=2000, brightness_floor=0.3,
+        config = SimConfig(activity="storm", type3_groups_per_hour=120, type2_per_day=3000,
+                           type4_per_day=2000, brightness_floor=0.3,
                            spike_clusters_per_hour=40, impulse_per_s=0.1, hf_junk=0,
                            gain_drift=0, sky_drift=0)
         sim = Simulator(seed=5, config=config, start_tag=_start_tag(
@@ -258,7 +259,7 @@ def test_every_significant_truth_event_shows_where_its_record_says_in_a_receiver
             continue
         c = int(np.argmin(abs(pair_f - r["peak_mhz"])))
         seen = rel[max(0, k - 1):k + 2, c].max()
-        assert seen > 0.5 * r["peak_excess"] - 4 * sigma, (r["id"], r["peak_s"], r["peak_mhz"], rel[max(0, k - 2):k + 3, c - 1:c + 2])
+        assert seen > 0.5 * r["peak_excess"] - 4 * sigma, r["id"]
         checked[r["type"]] = checked.get(r["type"], 0) + 1
     assert {"III", "IIIb", "II", "IV", "spike", "impulse", "rfi"} <= set(checked), checked
     # geometry, noise-free, each event alone: the recorded peak is in the recorded frame

@@ -265,7 +265,7 @@ class Simulator:
             yy *= gdy
             xyr = rel * (cxy * np.float32(0.01))
             xyr *= gdxy
-            for line, frac in zip(self.rfi, on):
+            for line, frac in zip(self.rfi, on, strict=True):
                 self._add_rfi(line, frac, xx, yy, xyr, b)
             o = out[:, b]
             xyi = None
@@ -455,13 +455,13 @@ class Simulator:
                 rec.update({"peak_excess": peak, "peak_db": 10 * math.log10(1 + peak),
                             "peak_sigma": peak / sigma, "peak_mhz": line.freq_mhz})
                 recs.append(rec)
-        c = self.config
+        cfg = self.config
         recs.append({"type": "background", "id": "background-1", "onset_utc": self.utc(0.0),
                      "onset_s": 0.0, "f_start_mhz": f_hi, "f_end_mhz": f_lo,
-                     "duration_s": None, "peak_db": None, "activity": c.activity,
+                     "duration_s": None, "peak_db": None, "activity": cfg.activity,
                      "episodes": self._episodes(duration),
-                     "sky_drift": c.sky_drift, "gain_drift": c.gain_drift,
-                     "gain_period_s": c.gain_period_s, "hf_junk": c.hf_junk,
+                     "sky_drift": cfg.sky_drift, "gain_drift": cfg.gain_drift,
+                     "gain_period_s": cfg.gain_period_s, "hf_junk": cfg.hf_junk,
                      "noise_sigma": sigma, "nint": nint, "navg": self.navg, "seed": self.seed})
         recs.sort(key=lambda r: (r["onset_s"], r["type"], r["id"]))
         return recs
@@ -489,8 +489,8 @@ class Simulator:
             return ev.lane_peak(k * frame, dt, nint)
         track = ev.peak_track(0.5 * (fa + fb))
         if track is not None:
-            k = np.floor(track / frame)[None, :] + np.arange(-1, 3)[:, None]
-            t_first = np.maximum(k, 0) * frame
+            kk = np.floor(track / frame)[None, :] + np.arange(-1, 3)[:, None]
+            t_first = np.maximum(kk, 0) * frame
         else:  # slow and broadband: frames around the peak, every fourth pair of channels
             lo, hi = ev.peak_window()
             k = np.arange(max(0, math.floor(lo / frame)), math.ceil(hi / frame) + 1)

@@ -19,7 +19,7 @@ import numpy as np
 from .config import SimConfig
 from .events import Event, Impulse, RFILine, Spike, TypeII, TypeIII, TypeIV
 
-__all__ = ["DEFAULT_RFI", "EventSource", "Episodes", "power_law", "rfi_lines"]
+__all__ = ["DEFAULT_RFI", "Episodes", "EventSource", "power_law", "rfi_lines"]
 
 #: random stream of each kind (``np.random.default_rng([seed, STREAM[kind]])``)
 STREAM = {"episodes": 0xE915, "III": 0x3333, "II": 0x2222, "IV": 0x4444, "spike": 0x5B1C,
@@ -75,7 +75,7 @@ class Episodes:
         """Data time at which ``active_s`` seconds of active time have passed."""
         while not self.on or self._active <= active_s:
             self._extend()
-        for start, end, a0 in reversed(self.on):
+        for start, _end, a0 in reversed(self.on):
             if a0 <= active_s:
                 return start + (active_s - a0)
         return self.on[0][0]
@@ -234,7 +234,7 @@ class EventSource:
                       _type4s(seed, config), _spike_clusters(seed, config, ep),
                       _impulses(seed, config, spectrum_s)]
         self._heap: list[tuple[float, int, list[Event]]] = []
-        for k, g in enumerate(self._gens):
+        for k in range(len(self._gens)):
             self._push(k)
         self.horizon = -math.inf
 

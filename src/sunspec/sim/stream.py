@@ -69,7 +69,8 @@ class SimulatedStream(Worker):
         half a gulp)."""
         nint, interval = self._frame_args
         avg = Averager(nint, interval=interval)
-        return avg.begin_sequence(self.sim.header, self.sim.ntime_gulp) and avg.nint
+        avg.begin_sequence(self.sim.header, self.sim.ntime_gulp)
+        return avg.nint
 
     @property
     def nspectra(self) -> int | None:
