@@ -490,7 +490,7 @@ class Simulator:
         track = ev.peak_track(0.5 * (fa + fb))
         if track is not None:
             kk = np.floor(track / frame)[None, :] + np.arange(-1, 3)[:, None]
-            t_first = np.maximum(kk, 0) * frame
+            t_first: np.ndarray = np.maximum(kk, 0) * frame
         else:  # slow and broadband: frames around the peak, every fourth pair of channels
             lo, hi = ev.peak_window()
             k = np.arange(max(0, math.floor(lo / frame)), math.ceil(hi / frame) + 1)
