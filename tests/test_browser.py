@@ -58,7 +58,7 @@ def canvas_digest(page) -> str:
 
 def test_live_page_in_chromium(live):
     stream, rx, server = live
-    assert wait_until(lambda: rx.get_buffer_status()["frames_held"] >= 400, 30), stream.stats()
+    assert wait_until(lambda: rx.get_buffer_status()["frames_held"] >= 400, 30), stream.status()
     problems: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

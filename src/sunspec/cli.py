@@ -11,6 +11,7 @@ checked before anything starts, and CLI defaults are read from the constructors 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import inspect
 import logging
@@ -57,6 +58,7 @@ _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a number > 0")
 _seconds_or_off = _number(float, lambda v: 0 <= v < float("inf"), "a number of seconds >= 0")
 _port = _number(int, lambda v: 1 <= v <= 65535, "a port in 1-65535")
 _bind_port = _number(int, lambda v: 0 <= v <= 65535, "a port in 0-65535 (0: any free port)")
+_finite = _number(float, lambda v: abs(v) < float("inf"), "a finite number")
 _gigabytes = _number(float, lambda v: 0 <= v < float("inf"), "a number of GB >= 0")
 _elevation = _number(float, lambda v: -90 <= v <= 90, "degrees in -90..90")
 
@@ -396,6 +398,37 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- sunspec-sim ----------------------------------------------------------------------------
+def _utc(text: str) -> datetime.datetime:
+    try:
+        t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+    return t.replace(tzinfo=datetime.timezone.utc) if t.tzinfo is None else t
+
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`sunspec.sim.SimConfig` field (``--field-name``)."""
+    import dataclasses
+
+    from .sim import ACTIVITY, SimConfig
+
+    g = p.add_argument_group("simulated sky (sunspec.sim.SimConfig; unset rates come from "
+                             "--activity)")
+    for f in dataclasses.fields(SimConfig):
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata["help"]
+        if f.name == "activity":
+            g.add_argument(flag, choices=list(ACTIVITY), default=f.default,
+                           help=f"{text} (default: %(default)s)")
+        elif f.default is None:
+            g.add_argument(flag, type=_finite, default=None,
+                           help=f"{text} (default: from --activity)")
+        else:
+            kind = _finite if isinstance(f.default, float) else type(f.default)
+            g.add_argument(flag, type=kind, default=f.default,
+                           help=f"{text} (default: %(default)s)")
+
+
 def sim_parser() -> argparse.ArgumentParser:
     from .sim import DEFAULT_CHAN0, SimulatedStream, Simulator
 
@@ -403,85 +436,128 @@ def sim_parser() -> argparse.ArgumentParser:
     ds = _defaults(SimulatedStream)
     p = argparse.ArgumentParser(
         prog="sunspec-sim",
-        description="Stream synthetic OVRO-LWA power-beam spectra (quiet Sun, type II/III "
-        "bursts, RFI) through the recorder's averaging and publishing path.",
+        description="Stream synthetic OVRO-LWA power-beam spectra (quiet Sun, type II/III/IV "
+        "bursts, spikes, RFI, drifts) through the recorder's averaging and publishing path, "
+        "and optionally write the ground truth of every event.",
     )
     p.add_argument("--addr", default=ds["addr"],
                    help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=ds["port"],
+    p.add_argument("--port", type=_bind_port, default=ds["port"],
                    help="port to bind, 0 = any free one (default: %(default)s)")
-    p.add_argument("--endpoint", default=None,
+    p.add_argument("--endpoint", type=_endpoint, default=None,
                    help="full ZeroMQ endpoint to bind, e.g. tcp://0.0.0.0:30001; overrides "
                    "--addr/--port")
     speed = p.add_mutually_exclusive_group()
-    speed.add_argument("--speed", type=float, default=ds["speed"],
+    speed.add_argument("--speed", type=_positive_float, default=ds["speed"],
                        help="data seconds per wall-clock second (default: %(default)s, real "
                        "time)")
     speed.add_argument("--fast", action="store_true", help="run as fast as possible")
-    p.add_argument("--duration", type=float, default=ds["duration"],
+    p.add_argument("--duration", type=_positive_float, default=ds["duration"],
                    help="seconds of data to stream, then stop (default: until interrupted)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="random seed; the same seed gives the same data (default: %(default)s)")
-    p.add_argument("--nbeam", type=int, default=d["nbeam"], help="beams (default: %(default)s)")
-    p.add_argument("--nchan", type=int, default=d["nchan"],
+    p.add_argument("--nbeam", type=_positive_int, default=d["nbeam"],
+                   help="beams (default: %(default)s)")
+    p.add_argument("--nchan", type=_positive_int, default=d["nchan"],
                    help="channels (default: %(default)s)")
-    p.add_argument("--chan0", type=int, default=DEFAULT_CHAN0,
+    p.add_argument("--chan0", type=_count, default=DEFAULT_CHAN0,
                    help="first recorder channel (default: %(default)s, 14.4-87.8 MHz for "
                    "3072 channels)")
-    p.add_argument("--ntime-gulp", type=int, default=d["ntime_gulp"],
+    p.add_argument("--ntime-gulp", type=_positive_int, default=d["ntime_gulp"],
                    help="spectra per recorder gulp (default: %(default)s)")
-    p.add_argument("--navg", type=int, default=d["navg"],
+    p.add_argument("--navg", type=_positive_int, default=d["navg"],
                    help="raw spectra integrated per recorder spectrum (default: %(default)s)")
     frame = p.add_mutually_exclusive_group()
-    frame.add_argument("--nint", type=int, default=None,
+    frame.add_argument("--nint", type=_positive_int, default=None,
                        help="spectra averaged per frame (default: half a gulp, as deployed)")
-    frame.add_argument("--interval", type=float, default=None,
+    frame.add_argument("--interval", type=_positive_float, default=None,
                        help="seconds of data per frame (instead of --nint)")
-    p.add_argument("--beam", type=int, default=ds["beam"],
+    p.add_argument("--frame-level", action="store_true",
+                   help="draw averaged frames directly (same statistics, ~1000x cheaper) "
+                   "instead of simulating every recorder spectrum")
+    p.add_argument("--no-noise", action="store_true",
+                   help="send expected values, without radiometer noise")
+    p.add_argument("--beam", type=_count, default=ds["beam"],
                    help="beam number to put in headers (default: none)")
-    p.add_argument("--sndhwm", type=int, default=ds["sndhwm"],
+    p.add_argument("--sndhwm", type=_positive_int, default=ds["sndhwm"],
                    help="messages queued per subscriber before it loses some "
                    "(default: %(default)s)")
-    p.add_argument("--type3-per-min", type=float, default=2.0,
-                   help="mean rate of type III bursts (default: %(default)s; 0 = none)")
-    p.add_argument("--type2-per-hour", type=float, default=4.0,
-                   help="mean rate of type II bursts (default: %(default)s; 0 = none)")
-    p.add_argument("--spike-rate", type=float, default=d["spike_rate"],
-                   help="impulsive broadband spikes per second (default: %(default)s)")
+    p.add_argument("--wait-subscribers", type=_count, default=ds["wait_subscribers"],
+                   help="wait up to 10 s for this many subscribers before the first frame "
+                   "(default: %(default)s)")
+    p.add_argument("--start", type=_utc, default=None, metavar="UTC",
+                   help="UTC of the first spectrum, ISO 8601, e.g. 2024-05-14T17:00:00 "
+                   "(default: now); the same seed and start give the same data and truth")
+    p.add_argument("--truth", default=None, metavar="FILE",
+                   help="write the ground truth (JSON lines, one record per event) here")
+    p.add_argument("--truth-only", action="store_true",
+                   help="write --truth for --duration and exit without making spectra")
+    _config_arguments(p)
     _add_reporting_arguments(p)
     return p
 
 
+def _start_tag(start: datetime.datetime, navg: int) -> int:
+    """The time tag of ``start`` on a spectrum boundary."""
+    from .clock import datetime_to_tag, ticks_per_spectrum
+
+    tps = ticks_per_spectrum(navg)
+    return datetime_to_tag(start) // tps * tps
+
+
 def sim_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sunspec-sim``."""
-    from .sim import SimulatedStream, random_bursts
+    import dataclasses
 
-    args = sim_parser().parse_args(argv)
+    from .sim import SimConfig, SimulatedStream, write_truth
+
+    parser = sim_parser()
+    args = parser.parse_args(argv)
     _configure_logging(args.log_level)
+    if args.truth_only and (args.truth is None or args.duration is None):
+        parser.error("--truth-only needs --truth FILE and --duration")
+    try:
+        config = SimConfig(**{f.name: getattr(args, f.name)
+                              for f in dataclasses.fields(SimConfig)})
+        stream = SimulatedStream(
+            args.addr, args.port, endpoint=args.endpoint,
+            speed=None if args.fast else args.speed, duration=args.duration, nint=args.nint,
+            interval=args.interval, sndhwm=args.sndhwm, beam=args.beam,
+            wait_subscribers=args.wait_subscribers, frame_level=args.frame_level,
+            nbeam=args.nbeam, nchan=args.nchan, chan0=args.chan0, ntime_gulp=args.ntime_gulp,
+            navg=args.navg, seed=args.seed, config=config, noise=not args.no_noise,
+            start_tag=None if args.start is None else _start_tag(args.start, args.navg))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    def truth(duration: float) -> None:
+        write_truth(args.truth, stream.sim.truth(duration, stream.nint))
+        log.info("truth for %.1f s of data written to %s", duration, args.truth)
+
+    if args.truth and args.duration is not None:
+        truth(args.duration)
+    if args.truth_only:
+        return 0
     stop = _stop_event_on_signals()
-    bursts = random_bursts(args.seed, args.duration or 86400.0,
-                           type3_per_min=args.type3_per_min,
-                           type2_per_hour=args.type2_per_hour)
-    stream = SimulatedStream(
-        args.addr, args.port, endpoint=args.endpoint, speed=None if args.fast else args.speed,
-        duration=args.duration, nint=args.nint, interval=args.interval, sndhwm=args.sndhwm,
-        beam=args.beam, nbeam=args.nbeam, nchan=args.nchan, chan0=args.chan0,
-        ntime_gulp=args.ntime_gulp, navg=args.navg, seed=args.seed, bursts=bursts,
-        spike_rate=args.spike_rate,
-    )
+    try:
+        stream.start()
+    except zmq.ZMQError as exc:
+        _in_use(parser, "--port", args.endpoint or args.port, exc)
     with stream:
         log.info("sunspec-sim publishing on %s", stream.endpoint)
         last = time.monotonic()
         while stream.running and not stop.wait(0.2):
             if args.status_interval and time.monotonic() - last >= args.status_interval:
                 last = time.monotonic()
-                log.info("status: %s", format_sim_status(stream.stats()))
-    log.info("final status: %s", format_sim_status(stream.stats()))
+                log.info("status: %s", format_sim_status(stream.status()))
+    log.info("final status: %s", format_sim_status(stream.status()))
+    if args.truth and args.duration is None:
+        truth(stream.frames_done * stream.nint * stream.sim.spectrum_seconds)
     return 1 if stream.error is not None else 0
 
 
 def format_sim_status(st: dict[str, Any]) -> str:
     """One line of a simulated stream's counters."""
-    return (f"gulps {st['gulps']} frames sent {st.get('sent', 0)} dropped "
+    return (f"gulps {st['gulps']} frames {st['frames']} sent {st.get('sent', 0)} dropped "
             f"{st.get('dropped', 0)} seq {st.get('seq', 0)} subscriptions "
             f"{st.get('subscriptions', 0)} late {st['late_s']:.3f}s")
