@@ -50,6 +50,6 @@ def open_spectra(path: str | Path, **options: Any) -> SpectrumReader:
             return LwaHdf5Reader(path, **options)
     except UnsupportedFile:
         raise
-    except (OSError, KeyError, ValueError, TypeError, EOFError, zlib.error) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError, zlib.error) as exc:
         raise UnsupportedFile(f"{path}: a {kind} file sunspec cannot read: {exc}") from exc
     raise UnsupportedFile(f"{path}: not a spectrum file sunspec reads ({_KNOWN})")
