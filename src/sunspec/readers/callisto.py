@@ -32,14 +32,19 @@ Facts this reader delivers:
   sunspec's ``STATION`` keyword, else ``ORIGIN`` (e.g. "Birr_Castle_Ireland");
   ``location`` = (latitude N, longitude E, altitude m) from ``OBS_*`` when present.
 
-Streaming: the image is read by column ranges through astropy's ``section`` (memory-mapped
-for plain files, so only the chunk's columns are read; a gzipped file is decompressed as a
-stream up to the chunk). The ``TIME`` column (8 bytes a row) is held whole.
+Streaming: the image is memory-mapped and read by column ranges through astropy's
+``section``, so only a chunk's columns are copied; a gzipped file is first decompressed as a
+stream to an unnamed temporary file (disk, not memory). The ``TIME`` column (8 bytes a row)
+is held whole.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +109,32 @@ def _parse_time(date: str, time: str) -> _dt.datetime:
     raise UnsupportedFile(f"DATE-OBS/TIME-OBS {text!r} is not a time")
 
 
+def _open(path: Path) -> fits.HDUList:
+    """Open memory-mapped; a gzipped file is first decompressed, as a stream, to an unnamed
+    temporary file (astropy would otherwise decompress from the start for every chunk)."""
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return fits.open(path, memmap=True, do_not_scale_image_data=True)
+    with tempfile.NamedTemporaryFile(suffix=".fit", delete=False) as tmp:
+        try:
+            with gzip.open(path, "rb") as gz:
+                shutil.copyfileobj(gz, tmp, 1 << 16)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    try:
+        return fits.open(tmp.name, memmap=True, do_not_scale_image_data=True)
+    finally:
+        os.unlink(tmp.name)  # gone from the directory; the open map keeps the data
+
+
 class CallistoReader(SpectrumReader):
     """Rows of an e-CALLISTO-layout FITS file (see the module docstring for the facts)."""
 
     def __init__(self, path: str | Path, *, db_per_digit: float = DB_PER_DIGIT):
         super().__init__(path)
-        self._hdul = fits.open(self.path, memmap=True, do_not_scale_image_data=True)
+        self._hdul = _open(self.path)
         try:
             self._setup(db_per_digit)
         except BaseException:
