@@ -144,8 +144,8 @@ def archive_rows(n=50, nfreq=64, factor=2):
 @pytest.mark.parametrize(("fmt", "name"), [("hdf5", "a.h5"), ("fits", "a.fit"),
                                            ("hdf5", "misnamed.fit"), ("fits", "misnamed")])
 def test_sunspec_archives(tmp_path, fmt, name):
-    from sunspec.archive import hdf5
     from sunspec.archive import fits as afits
+    from sunspec.archive import hdf5
 
     rows = archive_rows()
     path = tmp_path / name

@@ -104,6 +104,7 @@ class SpectrumReader(abc.ABC):
     def _rows(self, a: int, b: int) -> np.ndarray:
         """float32 (b - a, nchan, npol) values of rows [a, b)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the file."""
 

@@ -153,7 +153,7 @@ class LwaHdf5Reader(SpectrumReader):
             self.source_format = "ovro-lwa-hdf5"
             self.normalised_by_navg = True
             self.pols = tuple(p for p in RECORDER_POLS if p in tuning)
-            tint = float(_py(obs.attrs.get("tInt", -1.0)))  # type: ignore[arg-type]
+            tint = float(obs.attrs.get("tInt", -1.0))
             self.navg = round(tint * CHAN_BW) if tint > 0 else None
             self.window_ticks = None if self.navg is None else self.navg * NFFT
             self.nrows = self._written_rows()
