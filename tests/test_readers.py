@@ -312,3 +312,22 @@ def test_fits_chunks_never_materialise_the_image(tmp_path, gz):
     chunk_bytes = 100 * 512 * 4
     assert n == 8000
     assert peak < 8 * chunk_bytes < image_bytes / 8, (peak, chunk_bytes, image_bytes)
+
+
+def test_rows_whose_clock_goes_back_are_skipped_and_counted(tmp_path, caplog):
+    """A recorder file whose stamps jump back for 50 rows: those rows are not delivered
+    (never out of order), they are counted and logged; the rows around them are exact."""
+    path = tmp_path / "backwards"
+    raw, starts, _ = write_recorder_file(path, written=400, count=400, nchan=16)
+    with h5py.File(path, "r+") as f:
+        t = f["Observation1/time"]
+        rec = t[100:150]
+        rec["int"] -= 3600
+        t[100:150] = rec
+    with open_spectra(path) as r:
+        data, end = read_all(r, 64)
+        assert r.rows_out_of_order == 50
+    keep = np.r_[0:100, 150:400]
+    np.testing.assert_array_equal(end, starts[keep] + 24 * 8192)
+    np.testing.assert_array_equal(data, raw[keep] / np.float32(24))
+    assert "not after the row before them" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import bisect
 import datetime as _dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..clock import FS, datetime_to_tag
+
+log = logging.getLogger(__name__)
 
 __all__ = ["UNITS", "Chunk", "SpectrumReader", "TimeLike", "UnsupportedFile", "ticks"]
 
@@ -49,6 +52,18 @@ class Chunk:
     def start_tag(self) -> np.ndarray | None:
         """Window starts (int64), when the window length is known."""
         return None if self.window_ticks is None else self.end_tag - self.window_ticks
+
+
+def _after(end: np.ndarray, last: int | None) -> np.ndarray | None:
+    """Mask of the rows later than every row before them (None when all are)."""
+    prev = np.maximum.accumulate(end)
+    prior = np.empty_like(end)
+    prior[0] = np.iinfo(np.int64).min if last is None else last
+    prior[1:] = prev[:-1]
+    if last is not None:
+        prior = np.maximum(prior, last)
+    keep = end > prior
+    return None if keep.all() else keep
 
 
 def _tag(t: TimeLike | None) -> int | None:
@@ -94,6 +109,8 @@ class SpectrumReader(abc.ABC):
         self.nrows = 0
         self.window_ticks: int | None = None
         self.time_resolution_s: float | None = None
+        #: rows skipped because their time was not after the row before them
+        self.rows_out_of_order = 0
 
     # --- what a format implements ------------------------------------------------------------
     @abc.abstractmethod
@@ -132,13 +149,32 @@ class SpectrumReader(abc.ABC):
     def chunks(self, max_rows: int = 1024, start: TimeLike | None = None,
                stop: TimeLike | None = None) -> Iterator[Chunk]:
         """Rows whose window ends in (start, stop], oldest first, at most ``max_rows`` a
-        chunk; each chunk's arrays are new (safe to keep)."""
+        chunk; each chunk's arrays are new (safe to keep).
+
+        A row whose time is not after every row before it (a file whose clock went back) is
+        skipped, logged and counted in ``rows_out_of_order``, never delivered out of order.
+        """
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         a, b = self.row_range(start, stop)
+        t0, t1 = _tag(start), _tag(stop)
+        last: int | None = None
         for i in range(a, b, max_rows):
             j = min(i + max_rows, b)
-            yield Chunk(self._rows(i, j), self._end_tags(i, j), self.window_ticks)
+            data, end = self._rows(i, j), self._end_tags(i, j)
+            keep = _after(end, last)
+            if keep is not None:
+                bad = len(end) - int(np.count_nonzero(keep))
+                self.rows_out_of_order += bad
+                log.warning("%s: %d rows of %d-%d not after the row before them, skipped "
+                            "(%d so far)", self.path, bad, i, j, self.rows_out_of_order)
+                if t0 is not None or t1 is not None:  # the search assumed time order
+                    keep &= (end > (t0 if t0 is not None else end.min() - 1)) & \
+                        (end <= (t1 if t1 is not None else end.max()))
+                data, end = data[keep], end[keep]
+            if len(end):
+                last = int(end[-1])
+                yield Chunk(data, end, self.window_ticks)
 
     def describe(self) -> dict[str, Any]:
         """The reader's facts as plain values (for logs and stream headers)."""
@@ -151,6 +187,7 @@ class SpectrumReader(abc.ABC):
             "time_resolution_s": self.time_resolution_s, "navg": self.navg,
             "factor": self.factor, "chan0": self.chan0,
             "normalised_by_navg": self.normalised_by_navg,
+            "rows_out_of_order": self.rows_out_of_order,
             "freq_min_hz": None if f is None else float(f[0]),
             "freq_max_hz": None if f is None else float(f[-1]),
         }

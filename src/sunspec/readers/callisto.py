@@ -178,8 +178,6 @@ class CallistoReader(SpectrumReader):
             self._end = t0 + np.rint(times * FS).astype(np.int64) + (self.window_ticks or 0)
             self.pols = ("total",)  # one receiver input, total power
             self.station = str(hdr.get("ORIGIN", "")).strip()
-        if len(self._end) > 1 and np.any(np.diff(self._end) <= 0):
-            raise UnsupportedFile(f"{self.path}: TIME is not increasing")
         self.instrument = str(hdr.get("INSTRUME", "")).strip()
         self.unit = _unit(str(hdr.get("BUNIT", "")))
         self.db_per_digit = db_per_digit if self.unit == "digits" else None
