@@ -118,3 +118,44 @@ def test_cli_main_publishes_on_the_given_port(tmp_path):
     assert result == [0]
     np.testing.assert_array_equal(rows.end_tag, tags)
     np.testing.assert_array_equal(rows.data, data)
+
+
+def test_recorder_file_replays_averaged_as_asked_with_exact_times_and_frequencies(tmp_path):
+    """1 ms recorder spectra (its HDF5 layout, written with h5py as the recorder does) ->
+    replay averaging 512 spectra a frame through the Averager -> receiver rows that are the
+    float64 means of the file's values, ending exactly on the last spectrum's end, labelled
+    with sunspec's channel centres."""
+    from recorder_files import write_recorder_file
+
+    from sunspec.clock import channel_freqs_hz
+    from sunspec.readers.lwahdf import recorder_to_sunspec_hz
+
+    path = tmp_path / "060000_000000000042"
+    raw, starts, freq = write_recorder_file(path, nchan=32, written=2048, count=2500, gulp=700)
+    navg = 24
+    spectrum = navg * 8192
+    with Replayer([path], "tcp://127.0.0.1:*", speed=0, interval=512 * spectrum / FS) as rep:
+        receiver = Receiver(endpoint=rep.endpoint, factor=1).start()
+        try:
+            assert rep.wait_subscriber(10)
+            assert rep.run() == 4
+            rows = received(receiver, 4)
+            info = receiver.stream_info
+        finally:
+            receiver.stop()
+    values = raw[:, :, 0] / np.float32(navg)  # what the file holds: XX, divided by navg
+    want = values.reshape(4, 512, 32).astype(np.float64).mean(axis=1).astype(np.float32)
+    np.testing.assert_array_equal(rows.data, want)
+    np.testing.assert_array_equal(rows.end_tag, starts[511::512] + spectrum)
+    np.testing.assert_array_equal(rows.freqs_mhz * 1e6, channel_freqs_hz(600, 32))
+    np.testing.assert_array_equal(recorder_to_sunspec_hz(freq), channel_freqs_hz(600, 32))
+    assert info["replay"] is True and info["source"] == path.name and info["nint"] == 512
+
+
+def test_a_file_no_reader_knows_is_refused_by_the_cli(tmp_path, capsys):
+    bad = tmp_path / "notes.fit"
+    bad.write_text("not a FITS file")
+    with pytest.raises(SystemExit) as exc:
+        main([str(bad), "--port", "0"])
+    assert exc.value.code == 2
+    assert "not a spectrum file" in capsys.readouterr().err

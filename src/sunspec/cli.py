@@ -77,6 +77,14 @@ def _endpoint(text: str) -> str:
         f"expected tcp://HOST:PORT (port 1-65535), ipc://PATH or inproc://NAME, got {text!r}")
 
 
+def _utc(text: str) -> datetime.datetime:
+    try:
+        t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+    return t.replace(tzinfo=datetime.timezone.utc) if t.tzinfo is None else t
+
+
 def _product(text: str) -> Product | int:
     try:
         return Product(text)
@@ -340,7 +348,7 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
 
 # --- sunspec-replay -------------------------------------------------------------------------
 def replay_parser() -> argparse.ArgumentParser:
-    from .replay import Replayer
+    from .replay import DEFAULT_INTERVAL, FINE_S, Replayer
 
     d = _defaults(Replayer)
     p = argparse.ArgumentParser(
@@ -348,7 +356,9 @@ def replay_parser() -> argparse.ArgumentParser:
         description="Replay archive files as a live stream with their original times "
         "(needs sunspec[archive]).",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="archive files (.h5, .fit)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="spectrum files, recognised by content: sunspec archives (HDF5, FITS), "
+                   "OVRO-LWA recorder power-beam HDF5, e-CALLISTO FITS (.fit, .fit.gz)")
     p.add_argument("--addr", default="127.0.0.1",
                    help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=_bind_port, default=9798,
@@ -361,6 +371,16 @@ def replay_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-gap", type=_positive_float, default=d["max_gap"],
                    help="data gaps longer than this (s) are skipped, not waited out "
                    "(default: %(default)s)")
+    p.add_argument("--interval", type=_positive_float, default=None,
+                   help="average recorder spectra into frames of this many seconds (default: "
+                   f"{DEFAULT_INTERVAL} s for files finer than {FINE_S} s, else a row per frame)")
+    p.add_argument("--loop", action="store_true", help="play the files again and again")
+    p.add_argument("--start", type=_utc, default=None, metavar="UTC",
+                   help="replay rows whose window ends after this time (ISO 8601)")
+    p.add_argument("--stop", type=_utc, default=None, metavar="UTC",
+                   help="replay rows whose window ends at or before this time (ISO 8601)")
+    p.add_argument("--db-per-digit", type=_positive_float, default=None,
+                   help="dB per digit of e-CALLISTO files (default: the reader's)")
     p.add_argument("--wait", type=_seconds_or_off, default=0.0,
                    help="wait up to this many seconds for a receiver before sending "
                    "(default: %(default)s)")
@@ -379,7 +399,10 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
 
     endpoint = args.endpoint or f"tcp://{args.addr}:{args.port}"
     try:
-        replayer = Replayer(args.files, endpoint, speed=args.speed, max_gap=args.max_gap)
+        options = {} if args.db_per_digit is None else {"db_per_digit": args.db_per_digit}
+        replayer = Replayer(args.files, endpoint, speed=args.speed, max_gap=args.max_gap,
+                            interval=args.interval, loop=args.loop, start=args.start,
+                            stop=args.stop, **options)
     except OSError as exc:
         parser.error(f"cannot read {exc.filename or 'a file'}: {exc.strerror or exc}")
     except ValueError as exc:
@@ -387,8 +410,8 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         _in_use(parser, "--port", args.port, exc)
     with replayer:
-        nrows = sum(len(a) for a in replayer.archives)
-        log.info("replaying %d rows from %d files on %s", nrows, len(replayer.archives),
+        nrows = sum(r.nrows for r in replayer.readers)
+        log.info("replaying %d rows from %d files on %s", nrows, len(replayer.readers),
                  replayer.endpoint)
         if args.wait and not replayer.wait_subscriber(args.wait):
             log.warning("no receiver subscribed within %.1f s; sending anyway", args.wait)
@@ -398,14 +421,6 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
 
 
 # --- sunspec-sim ----------------------------------------------------------------------------
-def _utc(text: str) -> datetime.datetime:
-    try:
-        t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
-    return t.replace(tzinfo=datetime.timezone.utc) if t.tzinfo is None else t
-
-
 def _config_arguments(p: argparse.ArgumentParser) -> None:
     """One option per :class:`sunspec.sim.SimConfig` field (``--field-name``)."""
     import dataclasses
