@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recorder_files import write_recorder_file
 
 from sunspec.archive import ArchiveData, ArchiveMeta, read_archive
-from sunspec.clock import CHAN_BW, FS, channel_freqs_hz, datetime_to_tag, tag_to_datetime
+from sunspec.clock import FS, channel_freqs_hz, datetime_to_tag, tag_to_datetime
 from sunspec.readers import UnsupportedFile, open_spectra
-from recorder_files import write_recorder_file
 from sunspec.sender import Averager, SequenceInfo
 
 h5py = pytest.importorskip("h5py")
