@@ -102,7 +102,7 @@ def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> ThreadAuthenticat
     ``ctx``."""
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("sunspec.auth"))
     auth.start()
-    auth.configure_curve(domain="*", location=str(keys.allowed))
+    auth.configure_curve(domain=ZAP_DOMAIN.decode(), location=str(keys.allowed))
     n = keys.allowed_keys()
     (log.info if n else log.warning)("CURVE: %d client keys allowed from %s", n, keys.allowed)
     return auth
