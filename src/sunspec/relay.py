@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import selectors
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 ALLOWED_TOPICS = frozenset((b"", protocol.TOPIC))
 #: seconds the loop waits for a socket before checking for stop
 POLL_INTERVAL = 0.25
-_BATCH = 64  # messages taken from one socket per wake-up
+_BATCH = 64  # messages handled from one socket before the others get a turn
 _MONITOR_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _TCP_PORT = re.compile(r"^(?P<head>tcp://.+):(?P<port>\d+|\*)$")
@@ -256,42 +257,66 @@ class Relay(Worker):
 
     # --- the poll loop ----------------------------------------------------------------------
     def _run(self) -> None:
-        poller = zmq.Poller()
-        handlers: dict[zmq.Socket, Any] = {}
+        # zmq_poll over every socket costs in proportion to their number at each wake-up,
+        # which dominates at a few messages per second per stream. So the loop waits on the
+        # sockets' notification descriptors (ZMQ_FD) with epoll and then drains only the
+        # socket that woke it. ZMQ_FD is edge-like: a socket whose commands were consumed
+        # by another call (a send) does not signal again, so every socket is also swept once
+        # per POLL_INTERVAL, which bounds a missed wake-up; monitors are read in the sweep.
+        selector = selectors.DefaultSelector()
+        handlers: list[tuple[zmq.Socket, Any, Any]] = []
         for s in self._streams:
-            handlers[s.sock] = (self._upstream, s)
-            for p in s.publics:
-                handlers[p.sock] = (self._subscriptions, p)
-                handlers[p.monitor] = (self._monitor, p)
-        for sock in handlers:
-            poller.register(sock, zmq.POLLIN)
+            handlers.append((s.sock, self._upstream, s))
+            handlers.extend((p.sock, self._subscriptions, p) for p in s.publics)
+        for entry in handlers:
+            selector.register(int(entry[0].getsockopt(zmq.FD)), selectors.EVENT_READ, entry)
+        monitors = [(p.monitor, self._monitor, p) for s in self._streams for p in s.publics]
+        next_sweep = 0.0
+        busy: list[tuple[zmq.Socket, Any, Any]] = []  # sockets left with messages waiting
         try:
             while not self._stop.is_set():
-                for sock, _ in poller.poll(round(POLL_INTERVAL * 1000)):
-                    fn, part = handlers[sock]
-                    for _ in range(_BATCH):
-                        try:
-                            fn(part)
-                        except zmq.Again:
-                            break
+                ready = [key.data for key, _ in selector.select(0 if busy else POLL_INTERVAL)]
+                busy = [entry for entry in (*busy, *ready) if self._drain(*entry)]
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + POLL_INTERVAL
+                    busy += [entry for entry in (*handlers, *monitors) if self._drain(*entry)]
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
             log.error("relay stopped: %s", exc)
         finally:
+            selector.close()
             self._close_sockets()
 
+    @staticmethod
+    def _drain(sock: zmq.Socket, fn: Any, part: Any) -> bool:
+        """Handle up to _BATCH messages waiting on ``sock`` (reading ZMQ_EVENTS also re-arms
+        its ZMQ_FD), so that one busy socket cannot starve the others; True if more wait."""
+        for _ in range(_BATCH):
+            if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                return False
+            fn(part)
+        return True
+
     def _upstream(self, s: _Stream) -> None:
-        """Take one message from upstream, check it and forward it (raises zmq.Again)."""
-        parts = s.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        now = time.time()
+        """Take one waiting message from upstream, check it and forward it."""
+        sock = s.sock
+        parts: list[Any] = [sock.recv(zmq.NOBLOCK)]
+        while sock.getsockopt(zmq.RCVMORE):  # the payload (third) stays a zero-copy Frame
+            parts.append(sock.recv(copy=len(parts) != 2))
         st = s.stats
         st["received"] += 1
         st["bytes_in"] += sum(len(p) for p in parts)
-        s.last_arrival = now
+        s.last_arrival = time.time()
         try:
-            if len(parts) == 3 and len(parts[2]) > self.max_message_bytes:
+            if len(parts) != 3:
+                raise protocol.ProtocolError(protocol.Reject.PARTS,
+                                             f"{len(parts)} frames, expected 3")
+            if parts[0] != protocol.TOPIC:
+                raise protocol.ProtocolError(protocol.Reject.TOPIC, f"topic {parts[0][:32]!r}")
+            if len(parts[2]) > self.max_message_bytes:
                 raise protocol.ProtocolError(protocol.Reject.OVERSIZE,
                                              f"payload of {len(parts[2])} bytes")
-            header, frame = protocol.decode(parts)
+            header = protocol.parse_header(parts[1])
+            protocol.check_payload_size(header, len(parts[2]))
         except protocol.ProtocolError as exc:
             st["rejected"][exc.reason.value] += 1
             st["dropped"] += 1
@@ -299,11 +324,12 @@ class Relay(Worker):
                            "relay dropped a message from %s: %s", s.upstream, exc)
             return
         self._track_sender(s, header)
-        encoded: dict[str, list[Any]] = {"raw": list(parts)}
+        encoded: dict[str, list[Any]] = {"raw": parts}
         for p in s.publics:
             msg = encoded.get(p.encoding)
             if msg is None:
                 t0 = time.perf_counter()
+                frame = protocol.payload_view(header, parts[2])
                 payload, keys = encodings.encode(p.encoding, frame)
                 h = dict(header.raw)
                 h.update(keys)
@@ -312,6 +338,7 @@ class Relay(Worker):
                 st["encode_s"] += time.perf_counter() - t0
             p.last = msg
             self._send(p, msg)
+            self._drain(p.sock, self._subscriptions, p)  # the send may have taken its signal
         st["forwarded"] += 1
 
     def _send(self, p: _Public, msg: list[Any], counter: str = "forwarded") -> bool:
