@@ -576,3 +576,104 @@ def format_sim_status(st: dict[str, Any]) -> str:
     return (f"gulps {st['gulps']} frames {st['frames']} sent {st.get('sent', 0)} dropped "
             f"{st.get('dropped', 0)} seq {st.get('seq', 0)} subscriptions "
             f"{st.get('subscriptions', 0)} late {st['late_s']:.3f}s")
+
+
+# --- sunspec-relay --------------------------------------------------------------------------
+def _relay_output(text: str) -> Any:
+    """``[ENCODING=]ENDPOINT``: a public base endpoint and its payload encoding."""
+    from .encodings import ENCODINGS
+    from .relay import Output
+
+    encoding, sep, endpoint = text.partition("=")
+    if not sep:
+        encoding, endpoint = "raw", text
+    if encoding not in ENCODINGS:
+        raise argparse.ArgumentTypeError(
+            f"expected [ENCODING=]ENDPOINT with ENCODING one of {', '.join(ENCODINGS)}, "
+            f"got {text!r}")
+    return Output(_endpoint(endpoint), encoding)
+
+
+def relay_parser() -> argparse.ArgumentParser:
+    from .encodings import ENCODINGS
+    from .relay import Relay
+
+    d = _defaults(Relay)
+    p = argparse.ArgumentParser(
+        prog="sunspec-relay",
+        description="Republish sender streams (e.g. the recorder's loopback ports) on public "
+        "endpoints: one port per stream, a last-value cache for new subscribers, optional "
+        "CURVE authentication and payload encodings.",
+    )
+    p.add_argument("--upstream", type=_endpoint, action="append", required=True,
+                   metavar="ENDPOINT",
+                   help="a sender to follow, e.g. tcp://127.0.0.1:30001; repeat for more "
+                   "streams (stream i is published on each --bind port + i)")
+    p.add_argument("--bind", type=_relay_output, action="append", required=True,
+                   metavar="[ENCODING=]ENDPOINT",
+                   help="a public base endpoint, e.g. tcp://192.0.2.10:31001 (raw) or "
+                   f"log8=tcp://192.0.2.10:32001; encodings: {', '.join(ENCODINGS)}; repeat "
+                   "for more")
+    p.add_argument("--curve-secret", metavar="FILE", default=None,
+                   help="the relay's CURVE key pair (NAME.key_secret from "
+                   "zmq.auth.create_certificates): every public endpoint encrypts and "
+                   "authenticates (needs --curve-clients)")
+    p.add_argument("--curve-clients", metavar="DIR", default=None,
+                   help="directory of the client public keys (*.key) allowed to subscribe")
+    p.add_argument("--sndhwm", type=_positive_int, default=d["sndhwm"],
+                   help="messages queued per subscriber before it alone loses some "
+                   "(default: %(default)s)")
+    p.add_argument("--max-inbound-bytes", type=_positive_int, default=d["max_inbound_bytes"],
+                   help="largest message a public peer may send; a peer sending more is "
+                   "disconnected (default: %(default)s)")
+    p.add_argument("--heartbeat", type=_seconds_or_off, default=d["heartbeat"],
+                   help="seconds between heartbeats to public peers, 0 = off; a peer silent "
+                   "for 3 intervals is dropped (default: %(default)s)")
+    p.add_argument("--stale-after", type=_positive_float, default=d["stale_after"],
+                   help="health is degraded when a stream is silent this long (default: "
+                   "%(default)s s)")
+    _add_reporting_arguments(p)
+    return p
+
+
+def format_relay_status(st: dict[str, Any]) -> str:
+    """One line of a relay's status."""
+    line = (f"health {st['health']} streams {len(st['streams'])} forwarded {st['forwarded']} "
+            f"dropped {st['dropped']} lost {st['lost']} subscribers {st['subscribers']} "
+            f"connections {st['connections']} disconnects {st['disconnects']} "
+            f"auth_failures {st['auth_failures']} refused {st['refused_subscriptions']}")
+    return line + (f" ({st['health_reason']})" if st["health_reason"] else "")
+
+
+def relay_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sunspec-relay``."""
+    from .curve import ServerKeys
+    from .relay import Relay
+
+    parser = relay_parser()
+    args = parser.parse_args(argv)
+    if (args.curve_secret is None) != (args.curve_clients is None):
+        parser.error("--curve-secret and --curve-clients go together")
+    curve = None
+    if args.curve_secret is not None:
+        try:
+            curve = ServerKeys.load(args.curve_secret, args.curve_clients)
+        except (OSError, ValueError, RuntimeError) as exc:
+            parser.error(f"CURVE keys: {exc}")
+    try:
+        relay = Relay(args.upstream, args.bind, curve=curve, sndhwm=args.sndhwm,
+                      max_inbound_bytes=args.max_inbound_bytes, heartbeat=args.heartbeat,
+                      stale_after=args.stale_after)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _configure_logging(args.log_level)
+    stop = _stop_event_on_signals()
+    try:
+        relay.start()
+    except zmq.ZMQError as exc:
+        _in_use(parser, "--bind", " ".join(o.endpoint for o in relay.outputs), exc)
+    with relay:
+        _run_until_stopped(stop, args.status_interval,
+                           lambda: format_relay_status(relay.status()))
+    log.info("final status: %s", format_relay_status(relay.status()))
+    return 0

@@ -20,6 +20,7 @@ from . import memory
 from ._log import RateLimitedLog
 from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
+from .curve import ClientKeys
 from .kernels import FrameReducer, Product, product_code
 from .protocol import (
     REJECT_REASONS,
@@ -82,6 +83,7 @@ class Receiver(Worker):
         rcvhwm: int = 100,
         context: zmq.Context | None = None,
         status_board: StatusBoard | None = None,
+        curve: ClientKeys | None = None,
     ):
         if buffer_length < 1:
             raise ValueError(f"buffer_length must be >= 1, got {buffer_length}")
@@ -104,6 +106,8 @@ class Receiver(Worker):
         self.max_message_bytes = max_message_bytes
         self.rcvhwm = rcvhwm
         self._context = context
+        #: CURVE keys (:class:`~sunspec.curve.ClientKeys`) for a relay's authenticated endpoint
+        self.curve = curve
         #: the program's composed status; :meth:`get_buffer_status` adds its sections
         self.status_board = status_board if status_board is not None else StatusBoard()
         super().__init__()
@@ -122,6 +126,8 @@ class Receiver(Worker):
         sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._started_at = time.time()
         self._stats["last_seq"] = None  # what was sent while we were stopped is not lost
