@@ -17,9 +17,9 @@ import sunspec
 PACKAGE = Path(sunspec.__file__).parent
 
 FOUNDATION = ["kernels", "clock", "protocol", "ring", "source", "status", "memory", "_log",
-              "_worker"]
+              "_worker", "encodings", "curve"]
 CONSUMERS = ["web", "snapshot", "archive"]
-ABOVE_RECEIVER = [*CONSUMERS, "cli", "replay", "sim", "__main__"]
+ABOVE_RECEIVER = [*CONSUMERS, "cli", "replay", "relay", "readers", "sim", "__main__"]
 
 
 def module_name(path: Path) -> str:
@@ -90,3 +90,11 @@ def test_only_kernels_imports_the_compiled_core():
 def test_consumers_take_the_source_interface_not_the_receiver(top):
     for path in sources(top):
         assert "receiver" not in imports_of(path), path
+
+
+@pytest.mark.parametrize("top", ["relay", "readers", "sender"])
+def test_the_relay_readers_and_sender_import_no_receiver_and_no_consumer(top):
+    allowed = {"archive"} if top == "readers" else set()  # readers read the archive's files
+    for path in sources(top):
+        bad = imports_of(path) & ({"receiver", *CONSUMERS, "cli"} - allowed)
+        assert not bad, f"{path.name} imports {sorted(bad)}"
