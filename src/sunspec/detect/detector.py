@@ -30,8 +30,15 @@ _TAG_ROWS = 8192
 class Chunk(Protocol):
     """What the detector needs of a chunk of rows (a :class:`sunspec.ring.Rows` is one)."""
 
-    data: np.ndarray  # (n, nchan), linear power or dB
-    end_tag: np.ndarray  # (n,) int64 window ends, 196 MHz ticks since 1970 UTC
+    @property
+    def data(self) -> np.ndarray:
+        """(n, nchan) rows, linear power or dB."""
+        ...
+
+    @property
+    def end_tag(self) -> np.ndarray:
+        """(n,) int64 window ends, 196 MHz ticks since 1970 UTC."""
+        ...
 
 
 def row_interval_s(end_tag: np.ndarray) -> float | None:

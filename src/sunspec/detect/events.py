@@ -130,8 +130,8 @@ class EventBuilder:
                 out.append(ev)
                 if long and not quiet and not flush:
                     nxt = Event("", ev.type, ev.end_row, ev.end_row, ev.bin_high, ev.bin_low,
-                                ev.snr, ev.score, ev.rate, ev.excess_db, ev.harmonic, now_row, now_row,
-                                continues=ev.id)
+                                ev.snr, ev.score, ev.rate, ev.excess_db, ev.harmonic, now_row,
+                                now_row, continues=ev.id)
                     successors.append(nxt)
                     self.open.append(nxt)
             elif ev.published_row < 0 or (ev.dirty and

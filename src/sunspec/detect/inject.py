@@ -33,7 +33,7 @@ from ..clock import CHAN_BW, FS, datetime_to_tag
 from .events import iso_utc
 from .search import ah_delay_s
 
-__all__ = ["Injection", "RFI", "Scenario", "ovro_freqs_mhz", "random_scenario"]
+__all__ = ["RFI", "Injection", "Scenario", "ovro_freqs_mhz", "random_scenario"]
 
 
 def ovro_freqs_mhz(nchan: int = 1536, chan0: int = 600, factor: int = 2) -> np.ndarray:
@@ -97,8 +97,7 @@ class Injection:
     def truth(self, start_tag: int) -> dict[str, Any]:
         if self.kind == "III":
             onset = {"law": "alvarez-haddock", "drift_scale": self.rate}
-            a, b = self.span()
-            duration = b - self.t0
+            duration = self.span()[1] - self.t0
         elif self.kind == "II":
             onset = {"law": "exponential", "rate_per_s": self.rate, "harmonic": self.harmonic}
             duration = self.duration
@@ -197,7 +196,8 @@ def random_scenario(duration_s: float, *, seed: int, type3_per_hour: float = 60.
     inj: list[Injection] = []
 
     def times(rate: float, gap: float) -> list[float]:
-        out, t = [], gap
+        out: list[float] = []
+        t = gap
         while rate > 0:
             t += gap + rng.exponential(3600.0 / rate)
             if t >= duration_s - gap:

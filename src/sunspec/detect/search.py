@@ -225,7 +225,7 @@ class Search:
         self._s2 = np.zeros((_LANE_PARTS, len(self.rates), nb), np.float32)
         self._n2w = np.zeros((_LANE_PARTS, len(self.rates), nb), np.float32)
         self.l_scale = _Scale(300, (len(self.rates), nb), 0.7)
-        self.harm = int(round(math.log(2) / geometry.du))
+        self.harm = round(math.log(2) / geometry.du)
         self.rows = 0
         self.vetoed_spikes = 0
         self.vetoed_rfi = 0
