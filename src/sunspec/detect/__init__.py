@@ -15,9 +15,10 @@ Event records and the PUB socket's messages are specified in docs/PROTOCOL.md.
 from __future__ import annotations
 
 from .config import VERSION, DetectorConfig
-from .detector import Detector, detect_chunks, row_interval_s
+from .detector import Detector, RowChunk, detect_chunks, row_interval_s
 from .sinks import DEFAULT_EVENTS_ENDPOINT, EventLog, EventPublisher
 from .worker import DetectorWorker
 
 __all__ = ["DEFAULT_EVENTS_ENDPOINT", "VERSION", "Detector", "DetectorConfig",
-           "DetectorWorker", "EventLog", "EventPublisher", "detect_chunks", "row_interval_s"]
+           "DetectorWorker", "EventLog", "EventPublisher", "RowChunk", "detect_chunks",
+           "row_interval_s"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,7 +22,7 @@ from .config import DetectorConfig
 from .events import EventBuilder, make_record
 from .search import Geometry, Search
 
-__all__ = ["Chunk", "Detector", "detect_chunks", "row_interval_s"]
+__all__ = ["Chunk", "Detector", "RowChunk", "detect_chunks", "row_interval_s"]
 
 #: row times kept for event records (older rows are extrapolated)
 _TAG_ROWS = 8192
@@ -39,6 +40,14 @@ class Chunk(Protocol):
     def end_tag(self) -> np.ndarray:
         """(n,) int64 window ends, 196 MHz ticks since 1970 UTC."""
         ...
+
+
+@dataclass(frozen=True)
+class RowChunk:
+    """A plain :class:`Chunk` (e.g. a slice of an archive file)."""
+
+    data: np.ndarray
+    end_tag: np.ndarray
 
 
 def row_interval_s(end_tag: np.ndarray) -> float | None:
