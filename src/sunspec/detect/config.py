@@ -23,7 +23,7 @@ class DetectorConfig:
     #: type III: leave-one-out significance of a drift-curve sum over sub-bands
     threshold: float = 7.0
     #: type II: significance of a slow lane sum
-    type2_threshold: float = 7.0
+    type2_threshold: float = 9.0
     #: sub-bands a type III must cover, each above ``subband_z``
     min_subbands: int = 3
     subband_z: float = 1.0

@@ -57,6 +57,8 @@ _DECAY_30MHZ_S = 1.5
 _MAX_SMOOTH = 8
 #: a row's median excess beyond this many of its robust deviations marks a spike
 _SPIKE_SIGMA = 6.0
+#: ... and whose bins are nearly all above their noise (a burst covers a minority of them)
+_SPIKE_COVER = 0.8
 #: parts of a type II lane scored apart (the brightest is left out of the statistic)
 _LANE_PARTS = 3
 _AH_INDEX = 1.84
@@ -248,7 +250,8 @@ class Search:
             db[~ok] = 0
             # a row whose common excess stands out is an impulsive broadband spike: blank it
             self.cm_scale.push(np.array([cm]))
-            if abs(cm) > _SPIKE_SIGMA * float(self.cm_scale.scale[0]):
+            if abs(cm) > _SPIKE_SIGMA * float(self.cm_scale.scale[0]) and \
+                    float(np.mean(z[ok] > 2.0)) >= _SPIKE_COVER:
                 z = np.zeros_like(z)
                 self.spike_rows += 1
         self.z[t] = z
@@ -344,6 +347,8 @@ class Search:
         # leave the brightest part out: a type III crossing the lane lights one part only
         lane = np.where(full, (self._s2.sum(0) - top * np.sqrt(np.maximum(n_top, 1)))
                         / np.sqrt(np.maximum(n_all - n_top, 1)), 0.0)
+        # every part of the lane must carry excess: intermittent RFI lights some parts only
+        lane = np.where(seg.min(0) >= self.c.subband_z, lane, np.minimum(lane, 0.0))
         self.l_scale.push(lane)
         lane = lane / self.l_scale.scale
         if not armed or self.steps2 < 2 * self.lane_len:
