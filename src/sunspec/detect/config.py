@@ -27,6 +27,9 @@ class DetectorConfig:
     #: sub-bands a type III must cover, each above ``subband_z``
     min_subbands: int = 3
     subband_z: float = 1.0
+    #: a type III's excess must span at least this ratio of frequencies (a type II lane, a
+    #: few per cent wide, cannot)
+    min_band_ratio: float = 1.4
     #: a trigger whose zero-drift (simultaneous) sum reaches this fraction of its best drift
     #: sum is a broadband spike or gain step, not a burst
     spike_ratio: float = 0.85
@@ -73,6 +76,8 @@ class DetectorConfig:
                              f"sub-band, got nbins={self.nbins}, nsub={self.nsub}")
         if not 2 <= self.min_subbands <= self.nsub:
             raise ValueError(f"min_subbands must be in [2, nsub], got {self.min_subbands}")
+        if self.min_band_ratio < 1:
+            raise ValueError(f"min_band_ratio must be >= 1, got {self.min_band_ratio}")
         for name in ("spike_ratio", "rfi_ratio", "rfi_occupancy"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")

@@ -91,6 +91,7 @@ class Detector:
         self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._keep = keep_events
         self.rows = 0
+        self.stats_type2_as_type3 = 0
         self.stats: dict[str, int] = {"rows": 0, "triggers": 0, "events": 0, "revisions": 0,
                                       "time_gaps": 0, "bad_chunks": 0}
 
@@ -141,6 +142,9 @@ class Detector:
             triggers = self.search.push(z[i], db[i], self.armed and usable)
             for trig in triggers:
                 self.stats["triggers"] += 1
+                if trig.kind == "II" and self.builder.explained_by_type3(trig):
+                    self.stats_type2_as_type3 += 1
+                    continue
                 self.builder.add(trig, self._tag_of)
             out += self._publish(flush=False)
             self.rows += 1
@@ -217,6 +221,9 @@ class Detector:
         st: dict[str, Any] = dict(self.stats)
         st.update(armed=self.armed, open_events=len(self.builder.open),
                   vetoed_spikes=self.search.vetoed_spikes, vetoed_rfi=self.search.vetoed_rfi,
+                  vetoed_narrow=self.search.vetoed_narrow, spike_rows=self.search.spike_rows,
+                  type2_as_type3=self.stats_type2_as_type3,
+                  late_triggers=self.builder.late,
                   masked_channels=int(self.background.masked.sum()), dt_s=self.dt_s,
                   unit=self.unit)
         return st

@@ -4,15 +4,19 @@ Rule for merging and splitting (also in docs/PROTOCOL.md): a trigger joins the o
 its type whose time span, widened by ``merge_gap_s`` (type III) or ``type2_merge_gap_s``
 (type II, whose frequency range must also overlap), holds the trigger's onset; otherwise it
 opens a new event. So a group of type IIIs closer than the gap is one event, and a type II
-with its harmonic and fine structure is one event. An event with no trigger for its gap is
-final; one longer than ``max_event_s`` is made final and continued by a new event naming it
-in ``continues``. An event is published when it opens, then at most once per
-``_REVISE_S`` of data while it changes, and once more when final: never twice as new.
+with its harmonic and fine structure is one event. A type II trigger whose lane a type III
+event covered for half its length is that burst's slow low-frequency tail and is dropped,
+and so is a trigger whose onset falls within an event already final (a late look at it).
+An event with no trigger for its gap is final; one longer than ``max_event_s`` is made final
+and continued by a new event naming it in ``continues``. An event is published when it
+opens, then at most once per ``_REVISE_S`` of data while it changes, and once more when
+final: never twice as new.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +72,9 @@ class EventBuilder:
         self.dt = dt_s
         self.stream = stream
         self.open: list[Event] = []
+        #: recently finalised events (for :meth:`explained_by_type3`)
+        self.closed: deque[Event] = deque(maxlen=64)
+        self.late = 0
         self._gap = {"III": max(1, round(config.merge_gap_s / dt_s)),
                      "II": max(1, round(config.type2_merge_gap_s / dt_s))}
         self._max_rows = max(1, round(config.max_event_s / dt_s))
@@ -77,8 +84,9 @@ class EventBuilder:
         when = tag_to_datetime(start_tag).strftime("%Y%m%dT%H%M%S")
         return f"{self.stream or 'stream'}-{when}-{kind}-{secrets.token_hex(4)}"
 
-    def add(self, trig: Trigger, tag_of: Callable[[int], int]) -> Event:
-        """Merge ``trig`` into an open event or open a new one; returns that event."""
+    def add(self, trig: Trigger, tag_of: Callable[[int], int]) -> Event | None:
+        """Merge ``trig`` into an open event or open a new one; returns that event (None
+        for a trigger within an event already final, which is counted in ``late``)."""
         gap = self._gap[trig.kind]
         for ev in self.open:
             if ev.type != trig.kind or not (
@@ -90,11 +98,29 @@ class EventBuilder:
                 continue
             self._grow(ev, trig)
             return ev
+        for ev in self.closed:  # a late look at a burst already final: no duplicate
+            if ev.type == trig.kind and ev.start_row - gap <= trig.onset_row <= \
+                    ev.end_row + gap:
+                self.late += 1
+                return None
         ev = Event(self._new_id(trig.kind, tag_of(trig.onset_row)), trig.kind, trig.onset_row,
                    trig.end_row, trig.bin_high, trig.bin_low, trig.snr, trig.score, trig.rate,
                    trig.excess_db, trig.harmonic, trig.row, trig.row)
         self.open.append(ev)
         return ev
+
+    def explained_by_type3(self, trig: Trigger) -> bool:
+        """True if a type III event was active over at least half of a type II trigger's
+        lane in an overlapping band: the lane is that burst's slow low-frequency tail."""
+        span = max(trig.row - trig.onset_row, 1)
+        for ev in (*self.open, *self.closed):
+            if ev.type != "III" or ev.bin_high > trig.bin_low or ev.bin_low < trig.bin_high:
+                continue
+            both = min(max(ev.end_row, ev.last_row), trig.row) - max(ev.start_row,
+                                                                      trig.onset_row)
+            if both >= span / 2:
+                return True
+        return False
 
     @staticmethod
     def _grow(ev: Event, trig: Trigger) -> None:
@@ -127,6 +153,7 @@ class EventBuilder:
             if flush or quiet or long:
                 ev.final = True
                 self.open.remove(ev)
+                self.closed.append(ev)
                 out.append(ev)
                 if long and not quiet and not flush:
                     nxt = Event("", ev.type, ev.end_row, ev.end_row, ev.bin_high, ev.bin_low,

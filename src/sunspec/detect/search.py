@@ -35,6 +35,7 @@ history), so a significance of 7 means the same on any instrument.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,8 +161,12 @@ class _Scale:
         if len(h) < 16:
             return
         axes: tuple[int, ...] = (0,) if pool_axis is None else (0, pool_axis + 1)
-        med = np.median(h, axis=axes, keepdims=True)
-        mad = 1.4826 * np.median(np.abs(h - med), axis=axes, keepdims=True)[0]
+        # NaN marks slots without a value (all NaN: the floor)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(h, axis=axes, keepdims=True)
+            mad = 1.4826 * np.nanmedian(np.abs(h - med), axis=axes, keepdims=True)[0]
+        mad = np.where(np.isfinite(mad), mad, 0)
         self.scale = np.maximum(np.broadcast_to(mad, self.floor.shape), self.floor)
 
 
@@ -182,16 +187,13 @@ class Search:
         for k, s in enumerate(self.scales[1:], 1):
             delay[k] = np.asarray(ah_delay_s(f, f_top, s)) / dt_s
         bottom = np.arange(ng) * ps + ps - 1  # lowest-frequency bin of each sub-band
-        top = np.arange(ng) * ps
         self.lags = np.rint(delay[:, bottom][:, geometry.bin_group] - delay).astype(np.int32)
         # glag[k, g2, g]: rows from the sub-band g's anchor to g2's anchor (g <= g2)
         d_b = delay[:, bottom]
         self.glag = np.maximum(np.rint(d_b[:, :, None] - d_b[:, None, :]), 0).astype(np.int64)
-        # span (rows) from a run's top edge to its anchor, for the onset time
-        self.top_lag = np.rint(d_b[:, :, None] - delay[:, top][:, None, :]).astype(np.int64)
         self.smooth = np.clip(np.rint(_DECAY_30MHZ_S * 30.0 / f / dt_s), 1, _MAX_SMOOTH
                               ).astype(np.int64)
-        self.hist_rows = int(max(self.lags.max(), self.glag.max(), self.top_lag.max())
+        self.hist_rows = int(max(self.lags.max(), self.glag.max() + self.lags.max())
                              + 2 * _MAX_SMOOTH + 4)
         self.z = np.zeros((self.hist_rows, nb), np.float32)  # binned significance
         self.db = np.zeros((self.hist_rows, nb), np.float32)  # binned dB excess
@@ -226,12 +228,13 @@ class Search:
                               for i in range(_LANE_PARTS)]
         self._s2 = np.zeros((_LANE_PARTS, len(self.rates), nb), np.float32)
         self._n2w = np.zeros((_LANE_PARTS, len(self.rates), nb), np.float32)
-        self.l_scale = _Scale(300, (len(self.rates), nb), 0.7)
+        self.l_scale = _Scale(300, (len(self.rates), nb), 0.8)
         self.harm = round(math.log(2) / geometry.du)
         self.rows = 0
         self.vetoed_spikes = 0
         self.vetoed_rfi = 0
         self.spike_rows = 0
+        self.vetoed_narrow = 0
         self.cm_scale = _Scale(512, (1,), 1e-3)
         self._sqrt_n = np.sqrt(geometry.counts).astype(np.float32)
 
@@ -244,6 +247,7 @@ class Search:
             ok = self.g.weight > 0
             # a common excess per channel (gain, spikes) adds sqrt(channels) to a bin's z
             cm = np.float32(np.median(z[ok] * self.g.z_norm[ok]))
+            cover = float(np.mean(z[ok] > 2.0))
             z = z - cm * self._sqrt_n
             db = db - np.float32(np.median(db[ok]))
             z[~ok] = 0
@@ -251,7 +255,7 @@ class Search:
             # a row whose common excess stands out is an impulsive broadband spike: blank it
             self.cm_scale.push(np.array([cm]))
             if abs(cm) > _SPIKE_SIGMA * float(self.cm_scale.scale[0]) and \
-                    float(np.mean(z[ok] > 2.0)) >= _SPIKE_COVER:
+                    cover >= _SPIKE_COVER:
                 z = np.zeros_like(z)
                 self.spike_rows += 1
         self.z[t] = z
@@ -322,12 +326,21 @@ class Search:
             return None
         ps = self.g.per_sub
         b_hi, b_lo = int(g1 * ps), int(g2 * ps + ps - 1)
-        onset = self.rows - int(self.top_lag[k, g2, g1])
         # dB excess along the curve, half a decay time after it reached each bin
         bins = np.arange(b_hi, b_lo + 1)
         back = self.glag[k, g2, self.g.bin_group[bins]] + self.lags[k, bins]
         lag = np.maximum(back - self.smooth[bins] // 2, 0)
         exc = self.db[(t - lag) % self.hist_rows, bins]
+        # the band is where the excess along the curve is at least a third of its peak
+        lit = np.flatnonzero(exc >= exc.max() / 3) if exc.size and exc.max() > 0 else []
+        if len(lit):
+            b_hi, b_lo = b_hi + int(lit[0]), b_hi + int(lit[-1])
+        if (b_lo - b_hi + 1) * self.g.du < math.log(self.c.min_band_ratio):
+            self.vetoed_narrow += 1
+            return None
+        # rows from the curve at the run's anchor back to its passage through b_hi
+        onset = self.rows - int(self.glag[k, g2, self.g.bin_group[b_hi]]
+                                + self.lags[k, b_hi])
         return Trigger("III", self.rows, onset, onset + int(self.smooth[b_hi]), best,
                        float(snr[k, g2, g1]), b_hi, b_lo, float(self.scales[k]),
                        float(np.max(exc)) if exc.size else 0.0)
@@ -349,7 +362,7 @@ class Search:
                         / np.sqrt(np.maximum(n_all - n_top, 1)), 0.0)
         # every part of the lane must carry excess: intermittent RFI lights some parts only
         lane = np.where(seg.min(0) >= self.c.subband_z, lane, np.minimum(lane, 0.0))
-        self.l_scale.push(lane)
+        self.l_scale.push(np.where(full, lane, np.nan))
         lane = lane / self.l_scale.scale
         if not armed or self.steps2 < 2 * self.lane_len:
             return None
