@@ -5,8 +5,9 @@ minutes, so the median of each channel over the last ``bg_window_s`` is its quie
 1.4826 x the median absolute deviation about it its noise (robust estimators, e.g. Huber &
 Ronchetti, *Robust Statistics*, 2009). Working in dB makes a multiplicative bandpass and
 gain additive, and brings radiometer noise (a chi-square of 2 navg nint degrees of freedom,
-very many here) close to Gaussian. A channel more than 3 sigma above its median in more than
-``rfi_occupancy`` of the window carries a transmitter and is masked.
+very many here) close to Gaussian. A channel more than 3 sigma above its median in a fraction of the
+window exceeding its neighbours' (16 channels either side) by ``rfi_occupancy`` carries a
+transmitter and is masked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = ["UNITS", "Background", "to_db"]
 UNITS = ("linear", "dB")
 #: at most this many rows of the window enter a median (older ones are thinned out)
 _MAX_ROWS = 64
+#: channels on each side a channel's RFI occupancy is compared with
+_NEIGHBOURS = 16
 
 
 def to_db(data: np.ndarray, unit: str = "linear", out: np.ndarray | None = None) -> np.ndarray:
@@ -97,7 +100,12 @@ class Background:
             if flat.any():
                 sigma[flat] = (np.nanstd if has_nan else np.std)(h[:, flat], axis=0)
             hot = np.mean(dev > 3 * sigma, axis=0)
-        masked = ~np.isfinite(level) | ~(sigma > 0) | (hot > self.rfi_occupancy)
+        # a transmitter is narrow: its channel is hot far more often than its neighbours
+        # (bursts are broad, so they heat neighbouring channels alike)
+        pad = np.pad(hot, _NEIGHBOURS, mode="edge")
+        around = np.median(np.lib.stride_tricks.sliding_window_view(pad, 2 * _NEIGHBOURS + 1),
+                           axis=1)
+        masked = ~np.isfinite(level) | ~(sigma > 0) | (hot - around > self.rfi_occupancy)
         self.level = np.where(masked, 0, level).astype(np.float32)
         self.sigma = np.where(masked, 1, sigma).astype(np.float32)
         self.inv_sigma = np.where(masked, 0, 1 / self.sigma).astype(np.float32)

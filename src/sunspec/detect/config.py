@@ -48,8 +48,8 @@ class DetectorConfig:
     bg_window_s: float = 120.0
     bg_update_s: float = 30.0
     warmup_s: float = 30.0
-    #: a channel more than 3 sigma above background in more than this fraction of the
-    #: window is masked as RFI
+    #: a channel more than 3 sigma above background in a fraction of the window exceeding
+    #: its neighbours' by this much is masked as RFI
     rfi_occupancy: float = 0.1
     #: subtract each row's median over bins (gain changes, broadband spikes)
     common_mode: bool = True

@@ -218,6 +218,7 @@ def random_scenario(duration_s: float, *, seed: int, type3_per_hour: float = 60.
         drift = float(rng.uniform(0.05, 1.0))  # MHz/s at f0
         dur = float(rng.uniform(120, 400))
         r = drift / f0
+        dur = min(dur, math.log(f0 / 16.0) / r)  # until the lane leaves the band
         inj.append(Injection("II", t, 2 * f0 if 2 * f0 < 85 else f0,
                              f0 * math.exp(-r * dur), float(rng.uniform(0.3, 3.0)), rate=r,
                              duration=dur, harmonic=float(rng.uniform(0.5, 1.0)),

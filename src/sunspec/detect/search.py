@@ -60,6 +60,8 @@ _MAX_SMOOTH = 8
 _SPIKE_SIGMA = 6.0
 #: ... and whose bins are nearly all above their noise (a burst covers a minority of them)
 _SPIKE_COVER = 0.8
+#: a bin on a type III's curve is part of its band above this smoothed significance
+_LIT_Z = 3.0
 #: parts of a type II lane scored apart (the brightest is left out of the statistic)
 _LANE_PARTS = 3
 _AH_INDEX = 1.84
@@ -331,8 +333,8 @@ class Search:
         back = self.glag[k, g2, self.g.bin_group[bins]] + self.lags[k, bins]
         lag = np.maximum(back - self.smooth[bins] // 2, 0)
         exc = self.db[(t - lag) % self.hist_rows, bins]
-        # the band is where the excess along the curve is at least a third of its peak
-        lit = np.flatnonzero(exc >= exc.max() / 3) if exc.size and exc.max() > 0 else []
+        # the band: from the first to the last bin significantly bright on the curve
+        lit = np.flatnonzero(self.zs[(t - back) % self.hist_rows, bins] >= _LIT_Z)
         if len(lit):
             b_hi, b_lo = b_hi + int(lit[0]), b_hi + int(lit[-1])
         if (b_lo - b_hi + 1) * self.g.du < math.log(self.c.min_band_ratio):
