@@ -27,8 +27,8 @@ class DetectorConfig:
     #: sub-bands a type III must cover, each above ``subband_z``
     min_subbands: int = 3
     subband_z: float = 1.0
-    #: a type III's excess must span at least this ratio of frequencies (a type II lane, a
-    #: few per cent wide, cannot)
+    #: a type III's curve must be bright (smoothed significance >= 3) in bins covering at
+    #: least this ratio of frequencies (a type II lane, a few per cent wide, cannot)
     min_band_ratio: float = 1.4
     #: a trigger whose zero-drift (simultaneous) sum reaches this fraction of its best drift
     #: sum is a broadband spike or gain step, not a burst

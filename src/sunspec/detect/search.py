@@ -337,7 +337,7 @@ class Search:
         lit = np.flatnonzero(self.zs[(t - back) % self.hist_rows, bins] >= _LIT_Z)
         if len(lit):
             b_hi, b_lo = b_hi + int(lit[0]), b_hi + int(lit[-1])
-        if (b_lo - b_hi + 1) * self.g.du < math.log(self.c.min_band_ratio):
+        if len(lit) * self.g.du < math.log(self.c.min_band_ratio):  # bright bins, not span
             self.vetoed_narrow += 1
             return None
         # rows from the curve at the run's anchor back to its passage through b_hi
