@@ -76,6 +76,7 @@ def score(truth: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[st
     by_bin: dict[tuple[str, tuple[float, float]], list[int]] = defaultdict(lambda: [0, 0])
     by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     right = total_matched = 0
+    by_type_right: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     latency: dict[str, list[float]] = defaultdict(list)
     for t in truth:
         on = parse_utc(t["onset_utc"])
@@ -91,9 +92,12 @@ def score(truth: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[st
             best = min(hit, key=lambda i: abs(spans[i][0] - on))
             total_matched += 1
             right += events[best]["type"] == t["type"]
+            by_type_right[t["type"]][0] += events[best]["type"] == t["type"]
+            by_type_right[t["type"]][1] += 1
             latency[t["type"]].append(events[best]["first_detected"] - on)
     return {"by_bin": dict(by_bin), "by_type": dict(by_type),
             "classification": right / total_matched if total_matched else float("nan"),
+            "classified_by_type": dict(by_type_right),
             "latency": dict(latency), "unmatched": [e for i, e in enumerate(events)
                                                     if i not in used]}
 
@@ -134,8 +138,8 @@ def callisto(path: Path) -> None:
         print(f"  {e['type']:>3} {e['start_utc'][11:19]}-{e['end_utc'][11:19]} "
               f"{e['f_high_mhz']:6.1f}->{e['f_low_mhz']:5.1f} MHz drift {e['drift_mhz_s']} "
               f"MHz/s snr {e['snr']:.1f} excess {e['excess_db']:.2f} dB "
-              f"(first published {(parse_utc(e['first_detected']) if False else 0) or ''}"
-              f"{e['first_detected'] - parse_utc(e['start_utc']):.1f} s after start)")
+              f"(first published {e['first_detected'] - parse_utc(e['start_utc']):.1f} s "
+              "after start)")
 
 
 def main() -> int:
@@ -170,7 +174,9 @@ def main() -> int:
     lat = res["latency"]
     med3 = statistics.median(lat["III"]) if lat.get("III") else float("nan")
     med2 = statistics.median(lat["II"]) if lat.get("II") else float("nan")
-    print(f"   classification (II vs III right among found): {res['classification']:.1%}")
+    print(f"   classification (II vs III right among found): {res['classification']:.1%} ("
+          + ", ".join(f"{k} {r}/{n}" for k, (r, n) in sorted(res["classified_by_type"].items()))
+          + ")")
     print(f"   latency median: III {med3:.1f} s, II {med2:.1f} s; III 90th percentile "
           f"{np.percentile(lat['III'], 90) if lat.get('III') else float('nan'):.1f} s")
     print(f"   events matching no burst: {len(res['unmatched'])}")
