@@ -6,8 +6,9 @@ injected bursts of known truth (and on an e-CALLISTO file if radiospectra ships 
 Scoring takes truth records of the ``sunspec.sim`` shape (``type``, ``onset_utc`` at
 ``f_start_mhz``, ``f_end_mhz``, ``duration_s``, ``peak_db``), so the simulator's truth files
 can be scored the same way (``score(truth, records)``). A burst is found when an event's
-[start_utc, end_utc] overlaps its [onset - 2 s, onset + duration]; its type is right when that
-event's type equals the truth's; latency is the first revision's ``detected_utc`` (data time
+[start_utc, end_utc] overlaps its [onset - 2 s, onset + duration]; its type is right when one of
+the events it overlaps has the truth's type (bursts overlap: type IIIs come during type IIs);
+latency is the first revision's ``detected_utc`` (data time
 of the row whose processing published it) minus the onset at the starting frequency.
 """
 
@@ -89,10 +90,13 @@ def score(truth: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[st
         by_type[t["type"]][1] += 1
         if found:
             used.update(hit)
-            best = min(hit, key=lambda i: abs(spans[i][0] - on))
+            # bursts overlap (type IIIs come during type IIs): the burst is classified right
+            # when an overlapping event has its type; latency from the first such event
+            same = [i for i in hit if events[i]["type"] == t["type"]]
+            best = min(same or hit, key=lambda i: events[i]["first_detected"])
             total_matched += 1
-            right += events[best]["type"] == t["type"]
-            by_type_right[t["type"]][0] += events[best]["type"] == t["type"]
+            right += bool(same)
+            by_type_right[t["type"]][0] += bool(same)
             by_type_right[t["type"]][1] += 1
             latency[t["type"]].append(events[best]["first_detected"] - on)
     return {"by_bin": dict(by_bin), "by_type": dict(by_type),

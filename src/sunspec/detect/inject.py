@@ -10,8 +10,8 @@ normal deviate), relative to the expected value. Added on top:
   ``df/dt = -0.01 s f^1.84`` MHz/s, a 0.15 s Gaussian rise and an exponential decay of
   ``decay_s x 30 MHz / f``; peak brightness (excess over the sky) from a steep power law of
   index ``-1.7`` (Saint-Hilaire, Vilmer & Kerdraon 2013, ApJ 762, 60);
-- type II bursts: a fundamental lane ``f0 exp(-r (t - t0))`` drifting -0.05..-1 MHz/s (Mann,
-  Classen & Aurass 1995), Gaussian in frequency (3 % wide), patchy, with its harmonic at
+- type II bursts: a fundamental lane ``f0 exp(-r (t - t0))`` drifting -0.05..-0.5 MHz/s at
+  30-45 MHz (Mann, Classen & Aurass 1995), Gaussian in frequency (3 % wide), patchy, with its harmonic at
   twice the frequency (Nelson & Melrose 1985);
 - broadband spikes (one row, no drift) and RFI lines (narrow, steady or intermittent).
 
@@ -215,7 +215,7 @@ def random_scenario(duration_s: float, *, seed: int, type3_per_hour: float = 60.
                              decay_s=float(rng.uniform(0.8, 2.5))))
     for t in times(type2_per_hour, 600.0):
         f0 = float(rng.uniform(30, 45))
-        drift = float(rng.uniform(0.05, 1.0))  # MHz/s at f0
+        drift = float(np.exp(rng.uniform(np.log(0.05), np.log(0.5))))  # MHz/s at f0
         dur = float(rng.uniform(120, 400))
         r = drift / f0
         dur = min(dur, math.log(f0 / 16.0) / r)  # until the lane leaves the band
