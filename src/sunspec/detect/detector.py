@@ -93,7 +93,7 @@ class Detector:
         self.rows = 0
         self.stats_type2_as_type3 = 0
         self.stats: dict[str, int] = {"rows": 0, "triggers": 0, "events": 0, "revisions": 0,
-                                      "time_gaps": 0, "bad_chunks": 0}
+                                      "time_gaps": 0}
 
     # --- feeding ----------------------------------------------------------------------------
     @property

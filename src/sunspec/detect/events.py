@@ -23,7 +23,7 @@ from typing import Any
 
 from ..clock import FS, tag_to_datetime
 from .config import VERSION, DetectorConfig
-from .search import Trigger
+from .search import Trigger, ah_drift_mhz_s
 
 __all__ = ["SCHEMA", "Event", "EventBuilder", "iso_utc"]
 
@@ -176,8 +176,6 @@ def make_record(ev: Event, *, now_row: int, tag_of: Callable[[int], int], dt_s: 
                 has_mhz: bool, stream: str, beam: int | None,
                 config: DetectorConfig) -> dict[str, Any]:
     """The published record of an event's current revision (see docs/PROTOCOL.md)."""
-    from .search import ah_drift_mhz_s
-
     f_high = geometry_centre(ev.bin_high)
     f_low = geometry_centre(ev.bin_low)
     drift = ref = None
