@@ -11,8 +11,8 @@ normal deviate), relative to the expected value. Added on top:
   ``decay_s x 30 MHz / f``; peak brightness (excess over the sky) from a steep power law of
   index ``-1.7`` (Saint-Hilaire, Vilmer & Kerdraon 2013, ApJ 762, 60);
 - type II bursts: a fundamental lane ``f0 exp(-r (t - t0))`` drifting -0.05..-0.5 MHz/s at
-  30-45 MHz (Mann, Classen & Aurass 1995), Gaussian in frequency (3 % wide), patchy, with its harmonic at
-  twice the frequency (Nelson & Melrose 1985);
+  30-45 MHz (Mann, Classen & Aurass 1995), Gaussian in frequency (3 % wide), patchy, with its
+  harmonic at twice the frequency (Nelson & Melrose 1985);
 - broadband spikes (one row, no drift) and RFI lines (narrow, steady or intermittent).
 
 :func:`truth` records have the shape of ``sunspec.sim`` truth records: ``type``,
