@@ -18,7 +18,7 @@ PACKAGE = Path(sunspec.__file__).parent
 
 FOUNDATION = ["kernels", "clock", "protocol", "ring", "source", "status", "memory", "_log",
               "_worker", "encodings", "curve"]
-CONSUMERS = ["web", "snapshot", "archive"]
+CONSUMERS = ["web", "snapshot", "archive", "detect"]
 ABOVE_RECEIVER = [*CONSUMERS, "cli", "replay", "relay", "readers", "sim", "__main__"]
 
 

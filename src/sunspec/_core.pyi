@@ -28,3 +28,32 @@ class FrameReducer:
     ) -> None: ...
     def reduce(self, row: int) -> int:
         """Raises IndexError unless 0 <= row < ring rows."""
+
+# --- burst detection (sunspec.detect) ---
+def detect_bin_rows(
+    x_db: NDArray[np.float32],
+    bg: NDArray[np.float32],
+    inv_sigma: NDArray[np.float32],
+    chan_bin: NDArray[np.int32],
+    z_norm: NDArray[np.float32],
+    db_norm: NDArray[np.float32],
+    zclip: float,
+    out_z: NDArray[np.float32],
+    out_db: NDArray[np.float32],
+) -> None: ...
+def detect_curve_sums(
+    hist: NDArray[np.float32],
+    newest: int,
+    lags: NDArray[np.int32],
+    bin_group: NDArray[np.int32],
+    out: NDArray[np.float32],
+) -> None: ...
+def detect_line_sums(
+    hist: NDArray[np.float32],
+    newest: int,
+    offsets: NDArray[np.int32],
+    weight: NDArray[np.float32],
+    width: int,
+    out_sum: NDArray[np.float32],
+    out_n: NDArray[np.float32],
+) -> None: ...

@@ -153,3 +153,97 @@ def copy_rows(const unsigned char[:, ::1] src, Py_ssize_t head, Py_ssize_t n,
         memcpy(&out[0, 0], &src[start, 0], first * rowbytes)
         if first < n:
             memcpy(&out[first, 0], &src[0, 0], (n - first) * rowbytes)
+
+
+# --- burst detection (sunspec.detect) -------------------------------------------------------
+
+def detect_bin_rows(const float[:, ::1] x_db, const float[::1] bg, const float[::1] inv_sigma,
+                    const int[::1] chan_bin, const float[::1] z_norm, const float[::1] db_norm,
+                    float zclip, float[:, ::1] out_z, float[:, ::1] out_db) -> None:
+    """Normalise dB rows by a per-channel background and noise, and sum channels into bins.
+
+    For each row i and channel c with chan_bin[c] = b >= 0, inv_sigma[c] > 0 and a finite
+    value: r = x_db[i, c] - bg[c]; out_z[i, b] += clip(r * inv_sigma[c], -zclip, zclip) and
+    out_db[i, b] += r; then out_z[i, b] *= z_norm[b] (1 / sqrt(channels)) and out_db[i, b]
+    *= db_norm[b] (1 / channels). Non-finite values count as zero excess.
+    """
+    cdef Py_ssize_t i, c, b, n = x_db.shape[0], m = x_db.shape[1], nb = out_z.shape[1]
+    cdef float r, z
+    with nogil:
+        for i in range(n):
+            for b in range(nb):
+                out_z[i, b] = 0.0
+                out_db[i, b] = 0.0
+            for c in range(m):
+                b = chan_bin[c]
+                if b < 0 or inv_sigma[c] <= 0.0:
+                    continue
+                r = x_db[i, c] - bg[c]
+                if r - r != 0.0:
+                    continue
+                z = r * inv_sigma[c]
+                if z > zclip:
+                    z = zclip
+                elif z < -zclip:
+                    z = -zclip
+                out_z[i, b] += z
+                out_db[i, b] += r
+            for b in range(nb):
+                out_z[i, b] *= z_norm[b]
+                out_db[i, b] *= db_norm[b]
+
+
+def detect_curve_sums(const float[:, ::1] hist, Py_ssize_t newest, const int[:, ::1] lags,
+                      const int[::1] bin_group, float[:, ::1] out) -> None:
+    """Sums of a circular history along a bank of drift curves, per group of bins.
+
+    ``hist`` (T, B) holds binned rows, physical row ``newest`` the latest. For each curve k:
+    out[k, g] = sum over bins b with bin_group[b] = g >= 0 and lags[k, b] >= 0 of
+    hist[(newest - lags[k, b]) mod T, b]. Lags must be < T.
+    """
+    cdef Py_ssize_t k, b, g, row, t = hist.shape[0], nb = hist.shape[1]
+    cdef Py_ssize_t nk = lags.shape[0], ng = out.shape[1]
+    with nogil:
+        for k in range(nk):
+            for g in range(ng):
+                out[k, g] = 0.0
+            for b in range(nb):
+                g = bin_group[b]
+                if g < 0 or lags[k, b] < 0:
+                    continue
+                row = newest - lags[k, b]
+                if row < 0:
+                    row += t
+                out[k, g] += hist[row, b]
+
+
+def detect_line_sums(const float[:, ::1] hist, Py_ssize_t newest, const int[:, ::1] offsets,
+                     const float[::1] weight, Py_ssize_t width, float[:, ::1] out_sum,
+                     float[:, ::1] out_n) -> None:
+    """Sums of a circular history along straight lanes ending at the newest row.
+
+    For lane r ending in bin b: the j-th row back (j < offsets.shape[1]) contributes bins
+    b + offsets[r, j] .. + width - 1 (those inside the band), each times weight[bin]
+    (1 for a bin with channels, 0 for an empty one); out_n counts the weights. Rows back
+    must be < T.
+    """
+    cdef Py_ssize_t r, b, j, q, bb, row, t = hist.shape[0], nb = hist.shape[1]
+    cdef Py_ssize_t nr = offsets.shape[0], nl = offsets.shape[1]
+    cdef float s, w
+    with nogil:
+        for r in range(nr):
+            for b in range(nb):
+                s = 0.0
+                w = 0.0
+                for j in range(nl):
+                    row = newest - j
+                    if row < 0:
+                        row += t
+                    for q in range(width):
+                        bb = b + offsets[r, j] + q
+                        if bb < 0 or bb >= nb:
+                            continue
+                        s += hist[row, bb] * weight[bb]
+                        w += weight[bb]
+                out_sum[r, b] = s
+                out_n[r, b] = w

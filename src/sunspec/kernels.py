@@ -228,3 +228,99 @@ def read_rows(src: np.ndarray, head: int, n: int, out: np.ndarray | None = None)
         _core.copy_rows(src.view(np.uint8).reshape(nrows, rowbytes), head, n,
                         out.view(np.uint8).reshape(n, rowbytes))
     return out
+
+
+# --- burst detection (sunspec.detect) ---------------------------------------------------------
+def detect_bin_rows(x_db: np.ndarray, bg: np.ndarray, inv_sigma: np.ndarray,
+                    chan_bin: np.ndarray, z_norm: np.ndarray, db_norm: np.ndarray,
+                    zclip: float, out_z: np.ndarray, out_db: np.ndarray) -> None:
+    """Per-channel normalised excess of dB rows, summed into frequency bins.
+
+    ``x_db`` float32 (n, nchan); ``bg``, ``inv_sigma`` float32 (nchan,) (0 = channel masked);
+    ``chan_bin`` int32 (nchan,) bin of each channel (-1 = none); ``z_norm``, ``db_norm``
+    float32 (nbin,) factors applied to each bin's sums (1/sqrt(count), 1/count). Writes
+    ``out_z`` (sum of z clipped to +-``zclip``, times z_norm) and ``out_db`` (mean dB excess),
+    both float32 (n, nbin). Non-finite values count as no excess.
+    """
+    x = _as_array("x_db", x_db, np.float32, 2)
+    n, m = x.shape
+    for name, a in (("bg", bg), ("inv_sigma", inv_sigma)):
+        if _as_array(name, a, np.float32, 1).shape != (m,):
+            raise ValueError(f"{name} must have shape ({m},), got {a.shape}")
+    cb = _as_array("chan_bin", chan_bin, np.int32, 1)
+    if cb.shape != (m,):
+        raise ValueError(f"chan_bin must have shape ({m},), got {cb.shape}")
+    oz = _as_array("out_z", out_z, np.float32, 2, writeable=True)
+    nb = oz.shape[1]
+    od = _as_array("out_db", out_db, np.float32, 2, writeable=True)
+    if oz.shape != (n, nb) or od.shape != (n, nb):
+        raise ValueError(f"out_z and out_db must have shape ({n}, nbin), got {oz.shape}, "
+                         f"{od.shape}")
+    for name, a in (("z_norm", z_norm), ("db_norm", db_norm)):
+        if _as_array(name, a, np.float32, 1).shape != (nb,):
+            raise ValueError(f"{name} must have shape ({nb},), got {a.shape}")
+    if m and (cb.min() < -1 or cb.max() >= nb):
+        raise ValueError(f"chan_bin values must be in [-1, {nb})")
+    if not zclip > 0:
+        raise ValueError(f"zclip must be > 0, got {zclip}")
+    _core.detect_bin_rows(x, bg, inv_sigma, cb, z_norm, db_norm, float(zclip), oz, od)
+
+
+def _history(hist: np.ndarray, newest: int) -> np.ndarray:
+    h = _as_array("hist", hist, np.float32, 2)
+    if not 0 <= newest < h.shape[0]:
+        raise ValueError(f"newest must be in [0, {h.shape[0]}), got {newest}")
+    return h
+
+
+def detect_curve_sums(hist: np.ndarray, newest: int, lags: np.ndarray, bin_group: np.ndarray,
+                      out: np.ndarray) -> None:
+    """Sums of the circular history ``hist`` (T, nbin) along drift curves, per bin group.
+
+    Row ``newest`` is the latest; ``lags`` int32 (ncurve, nbin) rows back from it per bin
+    (-1 = bin not on the curve, else < T); ``bin_group`` int32 (nbin,) group of each bin
+    (-1 = none); ``out`` float32 (ncurve, ngroup) receives the sums.
+    """
+    h = _history(hist, newest)
+    t, nb = h.shape
+    lg = _as_array("lags", lags, np.int32, 2)
+    if lg.shape[1] != nb:
+        raise ValueError(f"lags must have {nb} columns, got shape {lg.shape}")
+    if lg.size and (lg.min() < -1 or lg.max() >= t):
+        raise ValueError(f"lags must be in [-1, {t})")
+    bg = _as_array("bin_group", bin_group, np.int32, 1)
+    o = _as_array("out", out, np.float32, 2, writeable=True)
+    if bg.shape != (nb,):
+        raise ValueError(f"bin_group must have shape ({nb},), got {bg.shape}")
+    if o.shape[0] != lg.shape[0] or (nb and bg.max() >= o.shape[1]):
+        raise ValueError(f"out must have shape ({lg.shape[0]}, > max group), got {o.shape}")
+    _core.detect_curve_sums(h, newest, lg, bg, o)
+
+
+def detect_line_sums(hist: np.ndarray, newest: int, offsets: np.ndarray, weight: np.ndarray,
+                     width: int, out_sum: np.ndarray, out_n: np.ndarray) -> None:
+    """Sums of the circular history ``hist`` (T, nbin) along straight lanes.
+
+    Lane r ending at bin b (row ``newest``) takes, ``j`` rows back (j < L), bins
+    ``b + offsets[r, j]`` .. ``+ width - 1`` inside the band, each times ``weight`` (float32
+    (nbin,)). ``offsets`` int32 (nlane, L) with L <= T; ``out_sum`` and ``out_n`` (the
+    summed weights) are float32 (nlane, nbin).
+    """
+    h = _history(hist, newest)
+    t, nb = h.shape
+    off = _as_array("offsets", offsets, np.int32, 2)
+    if off.shape[1] > t:
+        raise ValueError(f"offsets may reach {t} rows back, got {off.shape[1]}")
+    w = _as_array("weight", weight, np.float32, 1)
+    if w.shape != (nb,):
+        raise ValueError(f"weight must have shape ({nb},), got {w.shape}")
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    shape = (off.shape[0], nb)
+    for name, a in (("out_sum", out_sum), ("out_n", out_n)):
+        if _as_array(name, a, np.float32, 2, writeable=True).shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    _core.detect_line_sums(h, newest, off, w, int(width), out_sum, out_n)
+
+
+__all__ += ["detect_bin_rows", "detect_curve_sums", "detect_line_sums"]
