@@ -51,9 +51,9 @@ def check_endpoint(endpoint: str, *, bind: bool = False) -> str:
     problem = _host_problem(m["host"], bind)
     port = m["port"]
     lowest = 0 if bind else 1
-    if problem is None and not (bind and port == "*"):
-        if not port.isdigit() or not lowest <= int(port) <= 65535:
-            problem = f"port {port!r} is not in {lowest}-65535"
+    if problem is None and not (bind and port == "*") and not (
+            port.isdigit() and lowest <= int(port) <= 65535):
+        problem = f"port {port!r} is not in {lowest}-65535"
     if problem is not None:
         raise ValueError(f"endpoint {endpoint!r}: {problem}")
     return endpoint

@@ -49,7 +49,13 @@ from aiohttp.web_protocol import RequestHandler
 from ..ring import RingBuffer, Rows
 from ..source import StreamSource
 from ..status import overall_health
-from . import DEFAULT_HOST, DEFAULT_PORT
+from . import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_VIEWERS,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from .codec import HEADER, MAGIC, encode_rows, record_dtype
 
 __all__ = ["WebServer", "serve"]
@@ -162,8 +168,10 @@ class WebServer:
     def __init__(self, source: StreamSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  *, status: Callable[[], dict[str, Any]] | None = None, queue_limit: int = 256,
                  send_buffer: int = 256 * 1024, heartbeat: float = 15.0,
-                 max_connections: int = 512, max_viewers: int = 100,
-                 request_timeout: float = 20.0, allow_origins: Sequence[str] = ()):
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_viewers: int = DEFAULT_MAX_VIEWERS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 allow_origins: Sequence[str] = ()):
         if queue_limit < 1:
             raise ValueError(f"queue_limit must be >= 1, got {queue_limit}")
         if max_connections < 1 or max_viewers < 1:
@@ -284,9 +292,10 @@ class WebServer:
                 self.running and self._fanout_thread is not None
                 and self._fanout_thread.is_alive()):
             return {"health": "failed", "health_reason": "a web server thread ended"}
-        if connections >= self.max_connections or len(self._viewers) >= self.max_viewers:
+        busy = connections - len(self._idle_since)
+        if busy >= self.max_connections or len(self._viewers) >= self.max_viewers:
             return {"health": "degraded", "health_reason": "full: refusing new connections "
-                    f"({connections}/{self.max_connections} connections, {len(self._viewers)}/"
+                    f"({busy}/{self.max_connections} connections busy, {len(self._viewers)}/"
                     f"{self.max_viewers} viewers)"}
         return {"health": "ok", "health_reason": None}
 
@@ -335,12 +344,19 @@ class WebServer:
 
     # --- connections: capped, and closed when idle ------------------------------------------
     def _connection(self) -> asyncio.Protocol:
-        """Protocol for a new connection: aiohttp's handler, or a 503 beyond the cap."""
+        """Protocol for a new connection: aiohttp's handler. At the cap, the connection idle
+        the longest is closed to make room (so idle connections cannot lock out a monitor);
+        if none is idle, the new one is answered 503."""
         server = self._server
         assert server is not None and self._loop is not None
         if len(server.connections) >= self.max_connections:
-            self._counts["refused_connections"] += 1
-            return _Refuse()
+            idle = [(since, c) for c, since in self._idle_since.items()
+                    if c.transport is not None]
+            if not idle:
+                self._counts["refused_connections"] += 1
+                return _Refuse()
+            _, oldest = min(idle, key=lambda pair: pair[0])
+            self._drop_idle(oldest)
         handler = server()
         self._idle_since[handler] = self._loop.time()
         return handler
@@ -379,10 +395,15 @@ class WebServer:
                 if conn.transport is None:
                     del self._idle_since[conn]
                 elif now - since >= self.request_timeout:
-                    del self._idle_since[conn]
-                    self._counts["closed_idle"] += 1
-                    conn.transport.abort()
-                    conn.force_close()
+                    self._drop_idle(conn)
+
+    def _drop_idle(self, conn: RequestHandler) -> None:
+        """Close a connection that is not in a request, discarding anything unsent."""
+        del self._idle_since[conn]
+        self._counts["closed_idle"] += 1
+        if conn.transport is not None:
+            conn.transport.abort()
+        conn.force_close()
 
     async def _close_viewers(self, _app: web.Application) -> None:
         await asyncio.gather(*(v.ws.close(code=1001, message=b"server stopping")
