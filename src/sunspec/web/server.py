@@ -46,6 +46,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
 
+from .._log import RateLimitedLog
 from ..ring import RingBuffer, Rows
 from ..source import StreamSource
 from ..status import overall_health
@@ -212,7 +213,8 @@ class WebServer:
         self._counts = {"rows_encoded": 0, "rows_missed": 0, "resets": 0,
                         "dropped_rows_closed": 0, "viewers_total": 0,
                         "refused_connections": 0, "refused_viewers": 0, "refused_origin": 0,
-                        "closed_idle": 0, "closed_stalled": 0}
+                        "closed_idle": 0, "closed_stalled": 0, "accept_errors": 0}
+        self._rlog = RateLimitedLog(log)
         self._server: web.Server | None = None
         self._idle_since: dict[RequestHandler, float] = {}  # connections not in a handler
         self._failure: BaseException | None = None
@@ -319,13 +321,12 @@ class WebServer:
         app.add_routes([web.get(f"/{name}", self._page) for name in _STATIC])
         app.on_shutdown.append(self._close_viewers)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        listener: asyncio.Server | None = None
+        listener: socket.socket | None = None
         try:
             await runner.setup()
             self._server = runner.server
-            listener = await self._loop.create_server(self._connection, self.host, self.port,
-                                                      reuse_address=True)
-            self.port = listener.sockets[0].getsockname()[1]
+            listener = await self._listen()
+            self.port = listener.getsockname()[1]
         except BaseException as exc:
             errors.append(exc)
             if listener is not None:
@@ -334,13 +335,51 @@ class WebServer:
             started.set()
             return
         started.set()
-        sweeper = asyncio.create_task(self._sweep_idle())
+        tasks = [asyncio.create_task(self._accept(listener)),
+                 asyncio.create_task(self._sweep_idle())]
         try:
             await self._closing.wait()
         finally:
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             listener.close()
             await runner.cleanup()
+
+    async def _listen(self) -> socket.socket:
+        """The listening socket on (host, port) (the first address ``host`` names)."""
+        assert self._loop is not None
+        family, kind, proto, _, addr = (await self._loop.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept one connection at a time, so that the cap holds even in a burst (asyncio's
+        own server accepts up to a hundred at once, past the file-descriptor limit)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. EMFILE: the connection waits in the backlog
+                self._counts["accept_errors"] += 1
+                self._rlog.log(logging.WARNING, "accept", "cannot accept a connection: %s "
+                               "(ulimit -n is %d)", exc, fd_limit())
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await loop.connect_accepted_socket(self._connection, conn)
+            except OSError as exc:  # the peer left already
+                conn.close()
+                log.debug("connection lost while accepted: %s", exc)
 
     # --- connections: capped, and closed when idle ------------------------------------------
     def _connection(self) -> asyncio.Protocol:
