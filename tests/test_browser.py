@@ -158,7 +158,9 @@ def test_a_page_opened_on_a_stopped_stream_sets_levels_and_says_stalled():
                     const ctx = cv.getContext('2d');
                     const d = ctx.getImageData(0, 0, cv.width, cv.height).data;
                     const seen = new Set();
-                    for (let i = 0; i < d.length; i += 4 * 7) seen.add(d[i] << 16 | d[i+1] << 8 | d[i+2]);
+                    for (let i = 0; i < d.length; i += 28) {
+                        seen.add(d[i] << 16 | d[i + 1] << 8 | d[i + 2]);
+                    }
                     return seen.size;
                 }""")
                 assert colours > 50, colours
