@@ -122,3 +122,55 @@ def test_live_page_in_chromium(live):
     assert problems == []
     st = rx.get_buffer_status()
     assert st["lost"] == 0 and st["web"]["dropped_rows"] == 0
+
+
+def test_a_page_opened_on_a_stopped_stream_sets_levels_and_says_stalled():
+    """Only the backfill arrives (the stream has stopped): the levels come from it, the
+    waterfall is not one colour, and the badge turns from "live" to "stalled"."""
+    import numpy as np
+    from streams import RawPublisher
+
+    pub = RawPublisher()
+    rx = Receiver(endpoint=pub.endpoint, buffer_length=200, stall_timeout=600).start()
+    server = serve(rx, port=0, status=rx.get_buffer_status)
+    problems: list[str] = []
+    try:
+        pub.wait_subscriber()
+        chans = 1 + np.arange(256)
+        for i in range(120):
+            f = np.zeros((1, 256, 4), np.float32)
+            f[0, :, 0] = 1e5 * chans * (1 + 0.5 * np.sin(i / 9.0))
+            pub.send(f)
+        assert wait_until(lambda: rx.status()["frames_received"] == 120, 10)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+                page.goto(server.url)
+                page.wait_for_function("document.getElementById('hi').value !== ''")
+                lo, hi = float(page.input_value("#lo")), float(page.input_value("#hi"))
+                assert hi > lo
+                page.wait_for_function(
+                    "document.getElementById('conn').textContent === 'stalled'", timeout=15000)
+                colours = page.evaluate("""() => {
+                    const cv = document.getElementById('waterfall');
+                    const ctx = cv.getContext('2d');
+                    const d = ctx.getImageData(0, 0, cv.width, cv.height).data;
+                    const seen = new Set();
+                    for (let i = 0; i < d.length; i += 28) {
+                        seen.add(d[i] << 16 | d[i + 1] << 8 | d[i + 2]);
+                    }
+                    return seen.size;
+                }""")
+                assert colours > 50, colours
+                assert page.text_content("#st-health") == "ok"
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "browser_stalled_view.png"))
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        rx.stop()
+        pub.close()
+    assert problems == []

@@ -15,7 +15,9 @@ import pytest
 from streams import RawPublisher, const_frame
 
 FLAGS = ["--addr", "--port", "--endpoint", "--buffer-length", "--gc-interval", "--log-level",
-         "--product", "--pol", "--factor", "--chan0", "--status-interval", "--beam-index"]
+         "--product", "--pol", "--factor", "--chan0", "--status-interval", "--beam-index",
+         "--stall-timeout", "--exit-on-failure", "--web-max-connections", "--web-max-viewers",
+         "--web-request-timeout", "--web-allow-origin"]
 
 
 @contextmanager
@@ -57,15 +59,17 @@ def test_recv_reports_status_and_exits_zero_on_signal(sig):
     pub = RawPublisher()
     try:
         with running_recv("--endpoint", pub.endpoint, "--status-interval", "0.2",
-                          "--product", "I", "--factor", "4") as (proc, lines):
+                          "--product", "I", "--factor", "4", "--log-level", "debug"
+                          ) as (proc, lines):
             pub.wait_subscriber(timeout=15)
             for i in range(3):
                 pub.send(const_frame(float(i)))
-            line = wait_line(lines, "status: frames 3 held 3/1200")
+            line = wait_line(lines, "health ok; frames 3 held 3/1200")
+            assert "status: receiving, health ok;" in line
             assert "lost 0" in line and "rejected 0" in line and "mean 2" in line
             proc.send_signal(sig)
             assert proc.wait(10) == 0
-            wait_line(lines, "final status: frames 3", timeout=5)
+            wait_line(lines, "final status: stopped, health ok; frames 3", timeout=5)
     finally:
         pub.close()
 
@@ -89,8 +93,8 @@ def test_demo_runs_the_whole_system_in_one_command():
         deadline = time.monotonic() + 20
         frames = 0
         while frames < 4:
-            line = wait_line(lines, "status: frames", timeout=max(deadline - time.monotonic(), 0))
-            frames = int(line.split("status: frames ")[1].split()[0])
+            line = wait_line(lines, "status: ", timeout=max(deadline - time.monotonic(), 0))
+            frames = int(line.split("; frames ")[1].split()[0])
         assert "lost 0" in line and "rejected 0" in line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

@@ -87,7 +87,6 @@ class Viewer:
         self.hello: dict = {}
         self.index: list[int] = []
         self.values: list[np.ndarray] = []
-        self.latency: list[float] = []
         self.message_bytes: list[tuple[int, int]] = []  # (bytes, rows) per binary message
 
     def take(self, msg: aiohttp.WSMessage) -> None:
@@ -101,8 +100,7 @@ class Viewer:
                 self.values.clear()
             return
         assert msg.type == aiohttp.WSMsgType.BINARY, msg
-        t, idx, vals = decode_rows(msg.data)
-        self.latency += list(time.time() - t)
+        _, idx, vals = decode_rows(msg.data)
         self.index += idx.tolist()
         self.values += list(vals)
         self.message_bytes.append((len(msg.data), len(idx)))
@@ -265,7 +263,6 @@ def test_a_full_size_row_costs_under_3_kb_per_viewer(pub, rx, server):
     t.join(10)
     nbytes, nrows = views[0].message_bytes[-1]
     assert nrows == 1 and nbytes == 12 + 24 + 1536 <= 3000
-    assert max(views[0].latency[1:]) < 1.0
 
 
 def test_geometry_change_sends_a_reset_and_the_new_rings_rows(pub, rx, server):
@@ -313,9 +310,7 @@ def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx
                                   timeout=30))))
             t.start()
             assert wait_until(lambda: server.status()["viewers"] == 2)
-            t0 = time.monotonic()
             send(pub, rx, n, nchan=3072, pace=0.001)
-            ingest_s = time.monotonic() - t0
             t.join(30)
             st = rx.get_buffer_status()
             me = views[0].hello["viewer"]
@@ -325,15 +320,12 @@ def test_a_stalled_viewer_delays_neither_the_receiver_nor_another_viewer(pub, rx
     assert st["lost"] == 0 and st["frames_received"] == n and st["rejected_total"] == 0
     v = views[0]
     assert v.index == list(range(n))  # the reading viewer got every row, in order
-    lat = np.array(v.latency)
-    assert np.percentile(lat, 99) < 0.25, np.percentile(lat, [50, 99, 100])
     assert stalled_stats["dropped_rows"] > 0, str(stalled_stats)
     assert stalled_stats["queued_messages"] <= 8
     # every row was sent, dropped, queued (one row per message here) or is in the one
     # blocked send
     assert stalled_stats["sent_rows"] + stalled_stats["dropped_rows"] + stalled_stats[
         "queued_messages"] in (n - 1, n)
-    assert ingest_s < n * 0.001 * 3 + 2
 
 
 def test_stop_closes_viewers_and_leaves_no_threads(pub, rx):
@@ -349,10 +341,8 @@ def test_stop_closes_viewers_and_leaves_no_threads(pub, rx):
     t = threading.Thread(target=lambda: asyncio.run(view()))
     t.start()
     assert wait_until(lambda: server.status()["viewers"] == 1)
-    t0 = time.monotonic()
     server.stop()
     server.stop()  # idempotent
-    assert time.monotonic() - t0 < 2.5
     t.join(5)
     assert closed.is_set() and not server.running
     assert not [th for th in threading.enumerate() if th.name.startswith("sunspec-web")]

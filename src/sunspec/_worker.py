@@ -1,4 +1,4 @@
-"""Worker: the start/stop life cycle shared by sunspec's background threads."""
+"""Worker: the start/stop life cycle shared by sunspec's background threads, and their health."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ class Worker:
     and may override ``_prepare()``: it runs in the caller's thread before the thread starts
     (bind sockets, make directories; its exceptions reach the caller) and returns the
     arguments of ``_run``. ``stop_timeout`` is how long :meth:`stop` waits by default.
+
+    An exception that ends ``_run`` is caught, logged and kept in :attr:`failure`: the worker
+    is then ``"failed"`` (see :meth:`health`) until it is started again.
     """
 
     stop_timeout: float = 5.0
@@ -27,6 +30,7 @@ class Worker:
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._failure: BaseException | None = None
 
     def _thread_name(self) -> str:
         return f"sunspec-{type(self).__name__}"
@@ -37,13 +41,22 @@ class Worker:
     def _run(self, *args: Any) -> None:
         raise NotImplementedError
 
+    def _main(self, *args: Any) -> None:
+        """The thread: ``_run``, with the exception that ends it recorded and logged."""
+        try:
+            self._run(*args)
+        except BaseException as exc:  # a worker's death must be visible, not silent
+            self._failure = exc
+            log.error("%s failed: %r", threading.current_thread().name, exc, exc_info=True)
+
     def start(self: W) -> W:
         """Start the thread (no-op if it is running); returns self."""
         if self.running:
             return self
         self._stop.clear()
         args = self._prepare()
-        self._thread = threading.Thread(target=self._run, args=args, daemon=True,
+        self._failure = None
+        self._thread = threading.Thread(target=self._main, args=args, daemon=True,
                                         name=self._thread_name())
         self._thread.start()
         return self
@@ -62,6 +75,20 @@ class Worker:
     def running(self) -> bool:
         """True while the thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that ended the thread, if one did (cleared by :meth:`start`)."""
+        return self._failure
+
+    def health(self) -> dict[str, Any]:
+        """``{"health": "failed", "health_reason": ...}`` if the thread died of an exception,
+        else ``{"health": "ok", "health_reason": None}`` (subclasses refine it)."""
+        if self._failure is not None:
+            return {"health": "failed",
+                    "health_reason": f"thread ended by {type(self._failure).__name__}: "
+                                     f"{self._failure}"}
+        return {"health": "ok", "health_reason": None}
 
     def __enter__(self: W) -> W:
         return self.start()

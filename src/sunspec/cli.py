@@ -6,6 +6,11 @@ consumers that read its ring (live view, snapshots, archive) and one
 :class:`~sunspec.status.StatusBoard` that composes their status. Every option is checked by
 its parser (a mistake ends with one usage line and exit status 2), optional extras are
 checked before anything starts, and CLI defaults are read from the constructors they feed.
+
+``sunspec-recv`` watches the composed health while it runs: a part that fails is logged at
+ERROR (repeated at most once a minute while it lasts) and, unless ``--no-exit-on-failure``,
+ends the program with status 1 so that a supervisor (systemd ``Restart=on-failure``)
+restarts it.
 """
 
 from __future__ import annotations
@@ -25,15 +30,23 @@ from typing import Any, NoReturn
 
 import zmq
 
+from ._log import RateLimitedLog
+from .endpoint import check_endpoint
 from .kernels import Product
 from .receiver import Receiver
-from .status import StatusBoard
+from .status import StatusBoard, overall_health
 
 __all__ = ["detect_main", "format_status", "recv_main", "relay_main", "replay_main", "sim_main"]
 
 log = logging.getLogger("sunspec")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: exit status of sunspec-recv when a part has failed (``--exit-on-failure``)
+EXIT_FAILED = 1
+#: seconds between health checks of a running program
+HEALTH_CHECK_S = 1.0
+#: a failed part's ERROR line is repeated at most this often (s)
+FAILED_REPEAT_S = 60.0
 
 
 # --- option types: each rejects a bad value with a message argparse turns into exit 2 -------
@@ -62,19 +75,28 @@ _finite = _number(float, lambda v: abs(v) < float("inf"), "a finite number")
 _gigabytes = _number(float, lambda v: 0 <= v < float("inf"), "a number of GB >= 0")
 _elevation = _number(float, lambda v: -90 <= v <= 90, "degrees in -90..90")
 
-_TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>\*|\d{1,5})$")
-
-
 def _endpoint(text: str) -> str:
-    """A ZeroMQ endpoint: ``tcp://HOST:PORT`` (port 1-65535, or ``*`` to bind any), or an
-    ``ipc://`` / ``inproc://`` name. Nothing is resolved here."""
-    m = _TCP.match(text)
-    if m and (m["port"] == "*" or 1 <= int(m["port"]) <= 65535):
-        return text
-    if re.match(r"^(ipc|inproc)://\S+$", text):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"expected tcp://HOST:PORT (port 1-65535), ipc://PATH or inproc://NAME, got {text!r}")
+    """A ZeroMQ endpoint to connect to (:func:`sunspec.endpoint.check_endpoint`; nothing is
+    resolved here)."""
+    try:
+        return check_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bind_endpoint(text: str) -> str:
+    """A ZeroMQ endpoint to bind (host ``*`` and port ``*`` or 0 allowed)."""
+    try:
+        return check_endpoint(text, bind=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _origin(text: str) -> str:
+    if text != "*" and not re.fullmatch(r"https?://[^\s/]+", text):
+        raise argparse.ArgumentTypeError(
+            f"expected an origin such as https://host:port, or *, got {text!r}")
+    return text
 
 
 def _utc(text: str) -> datetime.datetime:
@@ -167,22 +189,55 @@ def _in_use(parser: argparse.ArgumentParser, option: str, value: object,
                  f"Choose another {option}.")
 
 
-def _run_until_stopped(stop: threading.Event, interval: float,
-                       report: Callable[[], str]) -> None:
-    """Log ``report()`` every ``interval`` s (0: never) until ``stop`` is set."""
-    while not stop.wait(interval or None):
-        log.info("status: %s", report())
+def _supervise(stop: threading.Event, interval: float, read: Callable[[], dict[str, Any]],
+               exit_on_failure: bool,
+               describe: Callable[[dict[str, Any]], str] | None = None) -> int:
+    """Until ``stop`` is set: check the composed status ``read()`` every second, log a
+    failed part at ERROR (at most once a minute each), a change of degraded health at
+    WARNING, and the status line ``describe(status)`` (default :func:`format_status`) every
+    ``interval`` s (0: never). Returns
+    :data:`EXIT_FAILED` as soon as a part has failed if ``exit_on_failure``, else 0."""
+    errors = RateLimitedLog(log, FAILED_REPEAT_S)
+    step = min(HEALTH_CHECK_S, interval) if interval else HEALTH_CHECK_S
+    next_report = time.monotonic() + interval
+    last: tuple[str, ...] = ()  # the parts not ok, last time
+    while not stop.wait(step):
+        try:  # e.g. no file descriptor free for a moment: report later, never end here
+            status = read()
+            health = overall_health(status)
+            line = (describe or format_status)(status)
+        except Exception as exc:
+            errors.log(logging.WARNING, "unreadable", "status unreadable: %r", exc)
+            continue
+        if health["health"] == "failed":
+            for name, part in health["sections"].items():
+                if part["health"] == "failed":
+                    errors.log(logging.ERROR, name, "%s failed: %s", name, part["health_reason"])
+            if exit_on_failure:
+                log.error("exiting with status %d so that a supervisor restarts the program "
+                          "(--no-exit-on-failure keeps it running)", EXIT_FAILED)
+                return EXIT_FAILED
+        not_ok = tuple(name for name, part in health["sections"].items()
+                       if part["health"] != "ok")
+        if not_ok != last and health["health"] == "degraded":
+            log.warning("health degraded: %s", health["health_reason"])
+        elif not_ok != last and not not_ok:
+            log.info("health ok again")
+        last = not_ok
+        if interval and time.monotonic() >= next_report:
+            next_report = time.monotonic() + interval
+            log.info("status: %s", line)
+    return 0
 
 
 # --- sunspec-recv ---------------------------------------------------------------------------
 def recv_parser() -> argparse.ArgumentParser:
-    from .archive import ARCHIVE_FORMATS, ArchiveWriter
+    from . import archive  # its defaults only: ArchiveWriter would need the archive extra
+    from . import web as dw
     from .snapshot import SnapshotWriter
-    from .web import DEFAULT_HOST, DEFAULT_PORT
 
     d = _defaults(Receiver)
     ds = _defaults(SnapshotWriter)
-    da = _defaults(ArchiveWriter)
     p = argparse.ArgumentParser(
         prog="sunspec-recv",
         description="Receive a sunspec / OVRO-LWA spectrum stream into a ring buffer and "
@@ -212,18 +267,39 @@ def recv_parser() -> argparse.ArgumentParser:
     p.add_argument("--chan0", type=_count, default=d["chan0"],
                    help="first recorder channel, for frequencies of version 1 streams "
                    "(the field's receivers assumed 600)")
+    p.add_argument("--stall-timeout", type=_positive_float, default=d["stall_timeout"],
+                   metavar="S", help="warn, and report the stream 'stalled' (health "
+                   "degraded), when no frame arrived for S seconds (default: %(default)s)")
     _add_reporting_arguments(p)
+    p.add_argument("--exit-on-failure", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"end with status {EXIT_FAILED} when a part (receiving thread, live "
+                   "view, snapshots, archive, demo) has failed, so that a supervisor restarts "
+                   "the program (default: %(default)s)")
     p.add_argument("--demo", action="store_true",
                    help="also run the simulator in this process, on a free loopback port, "
                    "and receive from it (ignores --addr/--port/--endpoint)")
     web = p.add_argument_group("live view (needs sunspec[web])")
     web.add_argument("--web", action="store_true",
                      help="serve the live waterfall page and its read-only API")
-    web.add_argument("--web-host", default=DEFAULT_HOST,
+    web.add_argument("--web-host", default=dw.DEFAULT_HOST,
                      help="address the page is served on (default: %(default)s; 0.0.0.0 "
                      "serves every interface)")
-    web.add_argument("--web-port", type=_bind_port, default=DEFAULT_PORT,
+    web.add_argument("--web-port", type=_bind_port, default=dw.DEFAULT_PORT,
                      help="port of the page (default: %(default)s)")
+    web.add_argument("--web-max-connections", type=_positive_int,
+                     default=dw.DEFAULT_MAX_CONNECTIONS, metavar="N",
+                     help="open connections at most; more are answered 503 (default: "
+                     "%(default)s, lowered to fit ulimit -n)")
+    web.add_argument("--web-max-viewers", type=_positive_int, default=dw.DEFAULT_MAX_VIEWERS,
+                     metavar="N", help="live viewers at most; more are answered 503 "
+                     "(default: %(default)s)")
+    web.add_argument("--web-request-timeout", type=_positive_float,
+                     default=dw.DEFAULT_REQUEST_TIMEOUT, metavar="S",
+                     help="close a connection that sent no whole request for S seconds "
+                     "(default: %(default)s)")
+    web.add_argument("--web-allow-origin", type=_origin, action="append", default=[],
+                     metavar="ORIGIN", help="let pages of ORIGIN (e.g. https://host:port; * = "
+                     "any) use the WebSocket and API; repeatable (default: same origin only)")
     snap = p.add_argument_group("PNG snapshots (needs sunspec[snapshot])")
     snap.add_argument("--snapshot-dir", default=None,
                       help="write a two-panel PNG (spectrum, waterfall) here periodically")
@@ -234,18 +310,19 @@ def recv_parser() -> argparse.ArgumentParser:
     arch = p.add_argument_group("archive (needs sunspec[archive])")
     arch.add_argument("--archive-dir", default=None,
                       help="write every received frame to files here")
-    arch.add_argument("--archive-format", choices=ARCHIVE_FORMATS, default=da["fmt"],
+    arch.add_argument("--archive-format", choices=archive.ARCHIVE_FORMATS,
+                      default=archive.DEFAULT_FORMAT,
                       help="hdf5: the OVRO-LWA power-beam layout; fits: the e-CALLISTO "
                       "layout (default: %(default)s)")
-    arch.add_argument("--archive-span", type=_positive_int, default=da["span"],
+    arch.add_argument("--archive-span", type=_positive_int, default=archive.DEFAULT_SPAN,
                       help="seconds of UTC per file, aligned to the clock (default: "
                       "%(default)s)")
     arch.add_argument("--archive-sun-above", type=_elevation, default=None, metavar="DEG",
                       help="archive only while the Sun is above DEG degrees elevation at OVRO")
-    arch.add_argument("--archive-keep-days", type=_positive_float, default=da["keep_days"],
+    arch.add_argument("--archive-keep-days", type=_positive_float, default=None,
                       metavar="DAYS",
                       help="delete archive files written more than DAYS days ago")
-    arch.add_argument("--archive-min-free", type=_gigabytes, default=da["min_free_gb"],
+    arch.add_argument("--archive-min-free", type=_gigabytes, default=None,
                       metavar="GB",
                       help="delete the oldest archive files while the disk has less than GB "
                       "(1e9 bytes) free")
@@ -253,13 +330,17 @@ def recv_parser() -> argparse.ArgumentParser:
 
 
 def format_status(st: dict[str, Any]) -> str:
-    """One line of a composed status (a receiver's counters, then its consumers')."""
+    """One line of a composed status: the stream's state and the overall health, the
+    receiver's counters, then its consumers'."""
 
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    health = overall_health(st)
+    why = f" ({health['health_reason']})" if health["health_reason"] else ""
     rejected = ",".join(f"{k}={v}" for k, v in st["rejected"].items() if v) or "0"
     line = (
+        f"{st.get('state', '-')}, health {health['health']}{why}; "
         f"frames {st['frames_received']} held {st['frames_held']}/{st['buffer_shape'][0]} "
         f"rate {st['frame_rate']:.2f}/s delay {num(st['delay_s'], '.3f')}s "
         f"age {num(st['data_age_s'], '.3f')}s lost {st['lost']} rejected {rejected} "
@@ -278,6 +359,7 @@ _SECTION_SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "snapshots": lambda s: f"written {s.get('written', '-')} failed {s.get('failed', '-')}",
     "archive": lambda s: f"rows {s.get('rows_written', '-')} files "
                          f"{s.get('files_written', '-')}",
+    "demo": lambda s: f"sent {s.get('sent', '-')}",
 }
 
 
@@ -290,7 +372,11 @@ def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
         try:
             server = serve(receiver, host=args.web_host, port=args.web_port,
-                           status=receiver.get_buffer_status)
+                           status=receiver.get_buffer_status,
+                           max_connections=args.web_max_connections,
+                           max_viewers=args.web_max_viewers,
+                           request_timeout=args.web_request_timeout,
+                           allow_origins=args.web_allow_origin)
         except OSError as exc:
             _in_use(parser, "--web-port", args.web_port, exc)
         running.callback(server.stop)
@@ -321,6 +407,11 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
                                 ("--archive-dir", "archive", args.archive_dir)):
         if wanted:
             _require_extra(parser, extra, flag)
+    if not args.demo and args.endpoint is None:
+        try:
+            check_endpoint(f"tcp://{args.addr}:{args.port}")
+        except ValueError as exc:
+            parser.error(f"--addr {args.addr}: {exc}")
     _configure_logging(args.log_level)
     stop = _stop_event_on_signals()
     board = StatusBoard()
@@ -332,18 +423,37 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
             demo = running.enter_context(SimulatedStream(port=0, wait_subscribers=1))
             endpoint = demo.endpoint
             log.info("demo: simulated recorder publishing on %s", endpoint)
+            board.add("demo", lambda: _demo_status(demo, stop))
         receiver = Receiver(
             args.addr, args.port, endpoint=endpoint, buffer_length=args.buffer_length,
             product=args.product, pol=args.pol, factor=args.factor, beam_index=args.beam_index,
             gc_interval=args.gc_interval, chan0=args.chan0, status_board=board,
+            stall_timeout=args.stall_timeout,
         )
         # consumers first, so that at exit the receiver stops first and they drain its ring
         _start_consumers(parser, args, receiver, board, running)
         running.enter_context(receiver)
-        _run_until_stopped(stop, args.status_interval,
-                           lambda: format_status(receiver.get_buffer_status()))
-    log.info("final status: %s", format_status(receiver.get_buffer_status()))
-    return 0
+        code = _supervise(stop, args.status_interval, receiver.get_buffer_status,
+                          args.exit_on_failure)
+        stop.set()  # the parts stop now: not a failure
+    try:
+        log.info("final status: %s", format_status(receiver.get_buffer_status()))
+    except Exception as exc:  # pragma: no cover - e.g. no file descriptor free
+        log.warning("final status unreadable: %r", exc)
+    return code
+
+
+def _demo_status(demo: Any, stopping: threading.Event) -> dict[str, Any]:
+    """The ``--demo`` simulator's section: its counters and health."""
+    st = demo.status()
+    if demo.error is not None:
+        st.update(health="failed", health_reason=f"simulator ended by "
+                  f"{type(demo.error).__name__}: {demo.error}")
+    elif not demo.running and not stopping.is_set():
+        st.update(health="failed", health_reason="the simulator thread ended")
+    else:
+        st.update(health="ok", health_reason=None)
+    return st
 
 
 # --- sunspec-replay -------------------------------------------------------------------------
@@ -363,7 +473,7 @@ def replay_parser() -> argparse.ArgumentParser:
                    help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=_bind_port, default=9798,
                    help="port to bind, 0 = any free one (default: %(default)s)")
-    p.add_argument("--endpoint", type=_endpoint, default=None,
+    p.add_argument("--endpoint", type=_bind_endpoint, default=None,
                    help="full ZeroMQ endpoint to bind; overrides --addr/--port")
     p.add_argument("--speed", type=_seconds_or_off, default=d["speed"],
                    help="data seconds per wall-clock second, 0 = as fast as receivers take "
@@ -398,6 +508,10 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     from .replay import Replayer
 
     endpoint = args.endpoint or f"tcp://{args.addr}:{args.port}"
+    try:
+        check_endpoint(endpoint, bind=True)
+    except ValueError as exc:
+        parser.error(f"--addr {args.addr}: {exc}")
     try:
         options = {} if args.db_per_digit is None else {"db_per_digit": args.db_per_digit}
         replayer = Replayer(args.files, endpoint, speed=args.speed, max_gap=args.max_gap,
@@ -591,7 +705,7 @@ def _relay_output(text: str) -> Any:
         raise argparse.ArgumentTypeError(
             f"expected [ENCODING=]ENDPOINT with ENCODING one of {', '.join(ENCODINGS)}, "
             f"got {text!r}")
-    return Output(_endpoint(endpoint), encoding)
+    return Output(_bind_endpoint(endpoint), encoding)
 
 
 def relay_parser() -> argparse.ArgumentParser:
@@ -673,10 +787,11 @@ def relay_main(argv: Sequence[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         _in_use(parser, "--bind", " ".join(o.endpoint for o in relay.outputs), exc)
     with relay:
-        _run_until_stopped(stop, args.status_interval,
-                           lambda: format_relay_status(relay.status()))
+        code = _supervise(stop, args.status_interval, relay.status, True,
+                          format_relay_status)
+        stop.set()
     log.info("final status: %s", format_relay_status(relay.status()))
-    return 0
+    return code
 
 
 # --- sunspec-detect -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import math
 import os
 import time
 from functools import cache
@@ -22,8 +23,12 @@ def _process() -> psutil.Process:
 
 
 def rss_mb() -> float:
-    """Resident set size of this process, MiB."""
-    return _process().memory_info().rss / _MB
+    """Resident set size of this process, MiB; NaN if it cannot be read now (e.g. no file
+    descriptor is free: a status read never fails)."""
+    try:
+        return _process().memory_info().rss / _MB
+    except (OSError, psutil.Error):
+        return math.nan
 
 
 def memory_info(count_objects: bool = True) -> dict[str, float | int | tuple[int, int, int]]:

@@ -21,6 +21,7 @@ from ._log import RateLimitedLog
 from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
 from .curve import ClientKeys
+from .endpoint import check_endpoint
 from .kernels import FrameReducer, Product, product_code
 from .protocol import (
     REJECT_REASONS,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.25
 #: messages handled per wake-up before housekeeping (stop check, GC) gets a turn
 _BATCH = 256
+#: while a stream stays stalled, its warning is repeated this often (s)
+STALL_REPEAT = 300.0
 
 
 class Receiver(Worker):
@@ -84,6 +87,7 @@ class Receiver(Worker):
         context: zmq.Context | None = None,
         status_board: StatusBoard | None = None,
         curve: ClientKeys | None = None,
+        stall_timeout: float = 10.0,
     ):
         if buffer_length < 1:
             raise ValueError(f"buffer_length must be >= 1, got {buffer_length}")
@@ -93,11 +97,15 @@ class Receiver(Worker):
             raise ValueError(f"beam_index must be >= 0, got {beam_index}")
         if gc_interval < 0:
             raise ValueError(f"gc_interval must be >= 0 (0 = off), got {gc_interval}")
-        self.endpoint = endpoint or f"tcp://{addr}:{port}"
+        if not 0 < stall_timeout < float("inf"):
+            raise ValueError(f"stall_timeout must be > 0 s, got {stall_timeout}")
+        self.endpoint = check_endpoint(endpoint or f"tcp://{addr}:{port}")
+        #: seconds without a frame after which the stream counts as stalled (warned, degraded)
+        self.stall_timeout = stall_timeout
         self._name = name
         self.buffer_length = buffer_length
         chosen = pol if pol is not None else product
-        product_code(chosen)  # fail early on a bad name
+        product_code(chosen, 1 << 30)  # a bad name fails now; a missing pol when frames arrive
         self.product: Product | int = chosen if isinstance(chosen, int) else Product(chosen)
         self.factor = factor
         self.beam_index = beam_index
@@ -131,6 +139,7 @@ class Receiver(Worker):
         sock.connect(self.endpoint)
         self._started_at = time.time()
         self._stats["last_seq"] = None  # what was sent while we were stopped is not lost
+        self._stall_reset()
         log.info("receiving from %s (%s, factor %d, beam index %d)", self.endpoint,
                  self.product, self.factor, self.beam_index)
         return (sock,)
@@ -187,8 +196,12 @@ class Receiver(Worker):
         has_row = len(latest) > 0
         row = latest.data[-1] if has_row else latest.data  # only read where has_row
         nmsg = st["messages"]
+        state, quiet = self._stall_state()
         return {
             "running": self.running,
+            "state": state,
+            "quiet_s": quiet,
+            **self._health(state, quiet),
             "name": self._name,
             "endpoint": self.endpoint,
             "product": str(self.product),
@@ -278,6 +291,7 @@ class Receiver(Worker):
         poller.register(sock, zmq.POLLIN)
         try:
             while not self._stop.is_set():
+                self._check_stalled()
                 if not poller.poll(round(POLL_INTERVAL * 1000)):
                     continue
                 for _ in range(_BATCH):
@@ -420,6 +434,59 @@ class Receiver(Worker):
         st["gc_runs"] += 1
         st["gc_collected"] += n
         st["gc_time"] += dt
+
+    # --- stalled detection and health -------------------------------------------------------
+    def _stall_reset(self) -> None:
+        """Start the stall clock (at :meth:`start`): silence counts from now."""
+        st = self._stats
+        self._stall_mark = (time.monotonic(), st["frames"], st["messages"], dict(st["rejected"]))
+        self._stalled_logged: float | None = None
+
+    def _check_stalled(self) -> None:
+        """Receiving thread: warn (then every ``STALL_REPEAT`` s) while no frame arrived for
+        ``stall_timeout`` s; note when frames come back."""
+        now = time.monotonic()
+        since, frames, _, _ = self._stall_mark
+        st = self._stats
+        if st["frames"] != frames:
+            if self._stalled_logged is not None:
+                log.info("frames from %s again after %.0f s without", self.endpoint, now - since)
+            self._stall_mark = (now, st["frames"], st["messages"], dict(st["rejected"]))
+            self._stalled_logged = None
+        elif now - since >= self.stall_timeout and (
+                self._stalled_logged is None or now - self._stalled_logged >= STALL_REPEAT):
+            self._stalled_logged = now
+            log.warning("%s", self._stall_reason(now - since))
+
+    def _stall_state(self) -> tuple[str, float | None]:
+        """(``stopped`` | ``waiting`` | ``receiving`` | ``stalled``, s since the last frame)."""
+        if not self.running:
+            return "stopped", None
+        quiet = time.monotonic() - self._stall_mark[0]
+        if quiet >= self.stall_timeout:
+            return "stalled", quiet
+        return ("receiving" if self._stats["frames"] else "waiting"), quiet
+
+    def _stall_reason(self, quiet: float) -> str:
+        _, frames, messages, rejected = self._stall_mark
+        st = self._stats
+        what = "since start" if frames == 0 else "since the stream stopped"
+        reason = f"no frame from {self.endpoint} for {quiet:.0f} s ({what}): "
+        arrived = st["messages"] - messages
+        if not arrived:
+            return reason + ("nothing arrives: is the sender running and publishing there? "
+                             "(check --addr/--port or --endpoint, and firewalls)")
+        why = ", ".join(f"{k} {v - rejected.get(k, 0)}" for k, v in st["rejected"].items()
+                        if v - rejected.get(k, 0))
+        return reason + f"{arrived} messages arrived but were rejected ({why}): see the log"
+
+    def _health(self, state: str, quiet: float | None) -> dict[str, Any]:
+        health = self.health()
+        if health["health"] == "ok" and self._thread is not None and not self.running:
+            health = {"health": "failed", "health_reason": "the receiving thread ended"}
+        elif health["health"] == "ok" and state == "stalled" and quiet is not None:
+            health = {"health": "degraded", "health_reason": self._stall_reason(quiet)}
+        return health
 
     @staticmethod
     def _frame_rate(ring: RingBuffer | None, now: float, window: float = 10.0) -> float:

@@ -152,14 +152,20 @@ class SnapshotWriter(Worker):
         self._counts: dict[str, Any] = {"written": 0, "failed": 0, "deleted": 0,
                                         "last_path": None, "last_seconds": None,
                                         "last_error": None}
+        self._failing = False  # the last attempt failed
 
     def _prepare(self) -> tuple[()]:
         self.directory.mkdir(parents=True, exist_ok=True)
         return ()
 
     def status(self) -> dict[str, Any]:
+        """Counters, and health: failed if the thread died, degraded while snapshots fail."""
+        health = self.health()
+        if health["health"] == "ok" and self._failing:
+            health = {"health": "degraded",
+                      "health_reason": f"snapshots failing: {self._counts['last_error']}"}
         return dict(self._counts, directory=str(self.directory), keep=self.keep,
-                    interval_s=self.interval)
+                    interval_s=self.interval, running=self.running, **health)
 
     def write_once(self) -> Path | None:
         """Write one snapshot now if a new row arrived since the last; returns its path."""
@@ -174,6 +180,7 @@ class SnapshotWriter(Worker):
         self._last_row = (id(ring), rows.next_index)
         self._counts.update(written=self._counts["written"] + 1, last_path=str(path),
                             last_seconds=time.perf_counter() - t0)
+        self._failing = False
         self._rotate()
         return path
 
@@ -195,4 +202,5 @@ class SnapshotWriter(Worker):
             except Exception as exc:  # a full disk must not end the snapshots for good
                 self._counts["failed"] += 1
                 self._counts["last_error"] = repr(exc)
+                self._failing = True
                 log.warning("snapshot failed: %r", exc)

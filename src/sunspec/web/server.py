@@ -14,6 +14,13 @@ same loop turn in which it joins the fan-out, so it sees every row exactly once.
 
 Nothing served writes files or runs anything: the routes are the page's three static files,
 ``/ws`` and the read-only ``/api/*``.
+
+Guards for a server that runs unattended for months: at most ``max_connections`` connections
+(more are answered 503 and closed at once) and ``max_viewers`` WebSocket viewers (503), both
+kept below the process's file-descriptor limit; a connection that sends no complete request
+for ``request_timeout`` s is closed; a viewer that stops reading is closed by the heartbeat
+and its buffered bytes discarded; ``/ws`` and ``/api/*`` answer a browser page of another
+origin 403 unless ``allow_origins`` names it.
 """
 
 from __future__ import annotations
@@ -25,21 +32,31 @@ import itertools
 import json
 import logging
 import math
+import resource
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
+from aiohttp.web_protocol import RequestHandler
 
+from .._log import RateLimitedLog
 from ..ring import RingBuffer, Rows
 from ..source import StreamSource
-from . import DEFAULT_HOST, DEFAULT_PORT
+from ..status import overall_health
+from . import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_VIEWERS,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from .codec import HEADER, MAGIC, encode_rows, record_dtype
 
 __all__ = ["WebServer", "serve"]
@@ -53,6 +70,27 @@ _STATIC = {"index.html": "text/html", "app.js": "text/javascript",
 _MAX_BATCH = 256
 #: seconds the fan-out thread waits on the ring before checking for stop or a new ring
 _WAIT = 0.1
+#: file descriptors left to the rest of the process when capping connections
+_FD_RESERVE = 64
+#: what a connection beyond the cap gets before it is closed
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Retry-After: 10\r\nConnection: close\r\nContent-Length: 33\r\n\r\n"
+         b"too many connections, retry later")
+
+
+def fd_limit() -> int:
+    """The soft limit on open file descriptors of this process (``ulimit -n``)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection beyond the cap: answered 503 and closed, costing its fd for a moment."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY)
+        transport.close()
 
 
 @dataclass(frozen=True)
@@ -117,16 +155,42 @@ class WebServer:
     ``/api/status`` answers ``status()`` (the program's composed status, e.g. a receiver's
     ``get_buffer_status``); without it, the stream's metadata and this server's own section.
 
+    ``/api/health`` answers :func:`~sunspec.status.overall_health` of that status: 200 when
+    ok or degraded, 503 when failed (``?strict=1``: 503 unless ok).
+
     ``queue_limit`` bounds each viewer's queue (messages, usually one row each) and
     ``send_buffer`` the kernel's send buffer per viewer (bytes), so a viewer that stops reading
-    costs bounded memory; ``heartbeat`` (s) pings viewers so that vanished ones are closed.
+    costs bounded memory; ``heartbeat`` (s) pings viewers so that vanished or stalled ones are
+    closed. ``max_connections`` (lowered to fit ``ulimit -n``), ``max_viewers``,
+    ``request_timeout`` (s) and ``allow_origins`` (origins such as ``https://host:port`` whose
+    pages may use ``/ws`` and ``/api``; ``"*"``: any) are described in the module docstring.
     """
 
     def __init__(self, source: StreamSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  *, status: Callable[[], dict[str, Any]] | None = None, queue_limit: int = 256,
-                 send_buffer: int = 256 * 1024, heartbeat: float = 15.0):
+                 send_buffer: int = 256 * 1024, heartbeat: float = 15.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_viewers: int = DEFAULT_MAX_VIEWERS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 allow_origins: Sequence[str] = ()):
         if queue_limit < 1:
             raise ValueError(f"queue_limit must be >= 1, got {queue_limit}")
+        if max_connections < 1 or max_viewers < 1:
+            raise ValueError("max_connections and max_viewers must be >= 1, got "
+                             f"{max_connections} and {max_viewers}")
+        if not 0 < request_timeout < float("inf") or not 0 < heartbeat < float("inf"):
+            raise ValueError("request_timeout and heartbeat must be > 0 s, got "
+                             f"{request_timeout} and {heartbeat}")
+        room = max(fd_limit() - _FD_RESERVE, 8)
+        if max_connections > room:
+            log.warning("max_connections %d exceeds what the file-descriptor limit allows "
+                        "(ulimit -n = %d); using %d (raise ulimit -n for more)",
+                        max_connections, fd_limit(), room)
+            max_connections = room
+        self.max_connections = max_connections
+        self.max_viewers = min(max_viewers, max_connections)
+        self.request_timeout = request_timeout
+        self.allow_origins = frozenset(o.rstrip("/").lower() for o in allow_origins)
         self.source = source
         self._status = status
         self.host = host
@@ -147,7 +211,13 @@ class WebServer:
         self._fanout_thread: threading.Thread | None = None
         self._closing: asyncio.Event | None = None
         self._counts = {"rows_encoded": 0, "rows_missed": 0, "resets": 0,
-                        "dropped_rows_closed": 0, "viewers_total": 0}
+                        "dropped_rows_closed": 0, "viewers_total": 0,
+                        "refused_connections": 0, "refused_viewers": 0, "refused_origin": 0,
+                        "closed_idle": 0, "closed_stalled": 0, "accept_errors": 0}
+        self._rlog = RateLimitedLog(log)
+        self._server: web.Server | None = None
+        self._idle_since: dict[RequestHandler, float] = {}  # connections not in a handler
+        self._failure: BaseException | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     @property
@@ -204,44 +274,175 @@ class WebServer:
         self.stop()
 
     def status(self) -> dict[str, Any]:
-        """Viewers and their counters (any thread; a snapshot, not locked)."""
+        """Viewers, connections, their counters and health (any thread; a snapshot, not
+        locked)."""
         viewers = [v.status() for v in list(self._viewers.values())]
-        return {"url": self.url, "viewers": len(viewers),
+        connections = len(self._server.connections) if self._server is not None else 0
+        return {"url": self.url, "running": self.running, **self._health(connections),
+                "viewers": len(viewers), "max_viewers": self.max_viewers,
+                "connections": connections, "max_connections": self.max_connections,
                 "dropped_rows": self._counts["dropped_rows_closed"]
                 + sum(v["dropped_rows"] for v in viewers),
                 **{k: v for k, v in self._counts.items() if k != "dropped_rows_closed"},
                 "viewer": viewers}
 
+    def _health(self, connections: int) -> dict[str, Any]:
+        if self._failure is not None:
+            return {"health": "failed", "health_reason": f"web server thread ended by "
+                    f"{type(self._failure).__name__}: {self._failure}"}
+        if self._loop_thread is not None and not self._stop.is_set() and not (
+                self.running and self._fanout_thread is not None
+                and self._fanout_thread.is_alive()):
+            return {"health": "failed", "health_reason": "a web server thread ended"}
+        busy = connections - len(self._idle_since)
+        if busy >= self.max_connections or len(self._viewers) >= self.max_viewers:
+            return {"health": "degraded", "health_reason": "full: refusing new connections "
+                    f"({busy}/{self.max_connections} connections busy, {len(self._viewers)}/"
+                    f"{self.max_viewers} viewers)"}
+        return {"health": "ok", "health_reason": None}
+
     # --- the loop thread --------------------------------------------------------------------
     def _run_loop(self, started: threading.Event, errors: list[BaseException]) -> None:
-        asyncio.run(self._main(started, errors))
+        try:
+            asyncio.run(self._main(started, errors))
+        except BaseException as exc:  # a dead server must be visible, not silent
+            self._failure = exc
+            log.error("web server failed: %r", exc, exc_info=True)
 
     async def _main(self, started: threading.Event, errors: list[BaseException]) -> None:
         self._loop = asyncio.get_running_loop()
         self._closing = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.add_routes([web.get("/", self._page), web.get("/ws", self._websocket),
                         web.get("/api/status", self._api_status),
+                        web.get("/api/health", self._api_health),
                         web.get("/api/latest", self._api_latest),
                         web.get("/api/freqs", self._api_freqs)])
         app.add_routes([web.get(f"/{name}", self._page) for name in _STATIC])
         app.on_shutdown.append(self._close_viewers)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        listener: socket.socket | None = None
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self.port = runner.addresses[0][1]
+            self._server = runner.server
+            listener = await self._listen()
+            self.port = listener.getsockname()[1]
         except BaseException as exc:
             errors.append(exc)
+            if listener is not None:
+                listener.close()
             await runner.cleanup()
             started.set()
             return
         started.set()
+        tasks = [asyncio.create_task(self._accept(listener)),
+                 asyncio.create_task(self._sweep_idle())]
         try:
             await self._closing.wait()
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            listener.close()
             await runner.cleanup()
+
+    async def _listen(self) -> socket.socket:
+        """The listening socket on (host, port) (the first address ``host`` names)."""
+        assert self._loop is not None
+        family, kind, proto, _, addr = (await self._loop.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept one connection at a time, so that the cap holds even in a burst (asyncio's
+        own server accepts up to a hundred at once, past the file-descriptor limit)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. EMFILE: the connection waits in the backlog
+                self._counts["accept_errors"] += 1
+                self._rlog.log(logging.WARNING, "accept", "cannot accept a connection: %s "
+                               "(ulimit -n is %d)", exc, fd_limit())
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await loop.connect_accepted_socket(self._connection, conn)
+            except OSError as exc:  # the peer left already
+                conn.close()
+                log.debug("connection lost while accepted: %s", exc)
+
+    # --- connections: capped, and closed when idle ------------------------------------------
+    def _connection(self) -> asyncio.Protocol:
+        """Protocol for a new connection: aiohttp's handler. At the cap, the connection idle
+        the longest is closed to make room (so idle connections cannot lock out a monitor);
+        if none is idle, the new one is answered 503."""
+        server = self._server
+        assert server is not None and self._loop is not None
+        if len(server.connections) >= self.max_connections:
+            idle = [(since, c) for c, since in self._idle_since.items()
+                    if c.transport is not None]
+            if not idle:
+                self._counts["refused_connections"] += 1
+                return _Refuse()
+            _, oldest = min(idle, key=lambda pair: pair[0])
+            self._drop_idle(oldest)
+        handler = server()
+        self._idle_since[handler] = self._loop.time()
+        return handler
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Refuse other origins on the API and WebSocket; mark the connection busy."""
+        origin = request.headers.get("Origin")
+        if origin is not None and request.path.startswith(("/ws", "/api/")) and not (
+                self._origin_allowed(origin, request)):
+            self._counts["refused_origin"] += 1
+            raise web.HTTPForbidden(text=f"origin {origin} refused: the live view answers its "
+                                    "own pages (allow others with --web-allow-origin)")
+        conn = request.protocol
+        self._idle_since.pop(conn, None)
+        try:
+            return await handler(request)
+        finally:
+            if conn.transport is not None and self._loop is not None:
+                self._idle_since[conn] = self._loop.time()
+
+    def _origin_allowed(self, origin: str, request: web.Request) -> bool:
+        origin = origin.rstrip("/").lower()
+        return ("*" in self.allow_origins or origin in self.allow_origins
+                or origin == f"{request.scheme}://{request.host}".lower())
+
+    async def _sweep_idle(self) -> None:
+        """Close connections that have not sent a whole request for ``request_timeout`` s."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.request_timeout / 4))
+            now = loop.time()
+            for conn, since in list(self._idle_since.items()):
+                if conn.transport is None:
+                    del self._idle_since[conn]
+                elif now - since >= self.request_timeout:
+                    self._drop_idle(conn)
+
+    def _drop_idle(self, conn: RequestHandler) -> None:
+        """Close a connection that is not in a request, discarding anything unsent."""
+        del self._idle_since[conn]
+        self._counts["closed_idle"] += 1
+        if conn.transport is not None:
+            conn.transport.abort()
+        conn.force_close()
 
     async def _close_viewers(self, _app: web.Application) -> None:
         await asyncio.gather(*(v.ws.close(code=1001, message=b"server stopping")
@@ -249,6 +450,13 @@ class WebServer:
 
     # --- fan-out: one thread reads the ring and encodes each row once -----------------------
     def _fanout(self) -> None:
+        try:
+            self._follow()
+        except BaseException as exc:  # a dead fan-out must be visible, not silent
+            self._failure = exc
+            log.error("web fan-out failed: %r", exc, exc_info=True)
+
+    def _follow(self) -> None:
         ring: RingBuffer | None = None
         cursor = 0
         while not self._stop.is_set():
@@ -300,6 +508,10 @@ class WebServer:
 
     # --- WebSocket --------------------------------------------------------------------------
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        if len(self._viewers) >= self.max_viewers:
+            self._counts["refused_viewers"] += 1
+            raise web.HTTPServiceUnavailable(text=f"{self.max_viewers} viewers already: "
+                                             "retry later", headers={"Retry-After": "10"})
         ws = web.WebSocketResponse(heartbeat=self.heartbeat, compress=False, max_msg_size=4096)
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:  # bound what the kernel holds for a viewer that stops reading
@@ -326,6 +538,14 @@ class WebServer:
             self._counts["dropped_rows_closed"] += viewer.dropped_rows
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+            transport = request.transport
+            if transport is not None and transport.get_write_buffer_size():
+                # a viewer that stopped reading: closing would wait for it forever, holding
+                # the fd and the buffered bytes; discard them instead
+                self._counts["closed_stalled"] += 1
+                log.info("viewer %d (%s) stopped reading: connection dropped", viewer.ident,
+                         viewer.peer)
+                transport.abort()
         return ws
 
     @staticmethod
@@ -345,12 +565,30 @@ class WebServer:
         return web.Response(body=self._static[name], content_type=_STATIC[name],
                             headers={"Cache-Control": "no-cache"})
 
+    def _read_status(self) -> dict[str, Any]:
+        return self._status() if self._status is not None else {"web": self.status()}
+
     async def _api_status(self, _request: web.Request) -> web.Response:
-        status: dict[str, Any] = (self._status() if self._status is not None
-                                  else {"web": self.status()})
-        status["stream"] = self.source.stream_info
+        try:
+            status = self._read_status()
+            status["stream"] = self.source.stream_info
+        except Exception as exc:  # e.g. no file descriptor free: answer, never fail
+            log.warning("status unreadable: %r", exc)
+            return _json_response({"error": repr(exc)}, status=503)
         status["server_time"] = time.time()
         return _json_response(status)
+
+    async def _api_health(self, request: web.Request) -> web.Response:
+        """``overall_health`` of the status: 200 if ok or degraded, 503 if failed
+        (``?strict=1``: 503 unless ok), for standard HTTP monitors."""
+        try:
+            health = overall_health(self._read_status())
+        except Exception as exc:
+            health = {"health": "failed", "health_reason": f"status unreadable: {exc!r}",
+                      "sections": {}}
+        strict = request.query.get("strict", "0").lower() in ("1", "true", "yes")
+        bad = health["health"] == "failed" or (strict and health["health"] != "ok")
+        return _json_response(health, status=503 if bad else 200)
 
     async def _api_freqs(self, _request: web.Request) -> web.Response:
         ring = self.source.ring
@@ -425,9 +663,9 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _json_response(obj: Any) -> web.Response:
+def _json_response(obj: Any, status: int = 200) -> web.Response:
     text = json.dumps(_nan_to_none(obj), default=_jsonable, allow_nan=False)
-    return web.Response(text=text, content_type="application/json")
+    return web.Response(text=text, content_type="application/json", status=status)
 
 
 def _nan_to_none(obj: Any) -> Any:

@@ -6,6 +6,9 @@
 const AUTO_PERCENTILES = [1, 99.5];  // robust automatic levels
 const AUTO_EVERY_MS = 1000;
 const STATUS_EVERY_MS = 1000;
+// the badge says "stalled" when no row arrived for this many frame periods (at least STALL_MIN_MS)
+const STALL_PERIODS = 4, STALL_MIN_MS = 2000, BADGE_EVERY_MS = 250;
+const HEALTH_RANK = { ok: 0, degraded: 1, failed: 2 };
 const FONT = "12px system-ui, sans-serif";
 const AXIS = "#8a94a0", GRID = "rgba(138,148,160,0.25)", TRACE = "#f2b134", EMPTY = [17, 20, 24];
 
@@ -16,7 +19,8 @@ const state = {
   last: -1, count: 0,                 // newest absolute index (mod 2**32), rows held
   cmap: "viridis", scale: "db", auto: true, lo: 0, hi: 1,
   paused: false, pending: [], viewer: null, hover: null,
-  off: null, offCtx: null, column: null, dirty: true, lastAuto: 0,
+  off: null, offCtx: null, column: null, dirty: true, lastAuto: -Infinity,
+  connected: false, lastRowAt: 0, period: NaN, serverState: null,
 };
 
 // ---- the store: one column per ring row, placed by index so gaps stay visible ----
@@ -39,7 +43,7 @@ function reset(meta) {
     s.nbeam > 1 ? `beam index ${s.beam_index}` : null,
     s.product != null ? `product ${s.product}` : null,
     s.factor > 1 ? `${s.factor} channels averaged` : null].filter(Boolean).join(" · ") || "live";
-  state.lastAuto = 0; state.dirty = true;
+  state.lastAuto = -Infinity; state.period = NaN; state.dirty = true;
 }
 
 function ingest(buf) {
@@ -56,6 +60,8 @@ function ingest(buf) {
       const ahead = (idx - state.last) >>> 0;
       if (ahead === 0 || ahead > 0x80000000) continue;  // already have it
       for (let k = 1; k < Math.min(ahead, state.nrows + 1); k++) clearColumn((state.last + k) % state.nrows);
+      const dt = t - state.times[state.last % state.nrows];
+      if (ahead === 1 && dt > 0) state.period = dt;  // seconds of data per row
     }
     const col = idx % state.nrows, q = new Uint8Array(buf, o + 24, nfreq);
     const base = col * nfreq, lin = state.lin, db = state.db;
@@ -69,6 +75,7 @@ function ingest(buf) {
     state.count = Math.min(state.count + 1, state.nrows);
     paintColumn(col);
   }
+  if (n > 0) state.lastRowAt = performance.now();
   state.dirty = true;
 }
 
@@ -335,10 +342,27 @@ function onHover(ev) {
 function setCell(id, text, cls) { const td = $(id); td.textContent = text; td.className = cls || ""; }
 const secs = (v) => v == null ? "–" : v < 1 ? `${(v * 1000).toFixed(0)} ms` : `${v.toFixed(1)} s`;
 
+function worstHealth(s) {
+  // the receiver's own health and every section's: the worst, with its reason
+  let worst = null;
+  for (const [name, part] of [["", s], ...Object.entries(s)]) {
+    if (!part || typeof part !== "object" || !(part.health in HEALTH_RANK)) continue;
+    if (!worst || HEALTH_RANK[part.health] > HEALTH_RANK[worst.health]) {
+      worst = { health: part.health, reason: part.health_reason ? (name ? `${name}: ` : "") + part.health_reason : "" };
+    }
+  }
+  return worst;
+}
+
 async function pollStatus() {
   try {
     const r = await fetch("api/status", { cache: "no-store" });
     const s = await r.json();
+    state.serverState = s.state || null;
+    const h = worstHealth(s);
+    setCell("st-health", h ? h.health : "–", h && h.health === "failed" ? "bad" : h && h.health === "degraded" ? "warn" : "");
+    $("st-health").title = h && h.reason ? h.reason : "";
+    setCell("st-state", s.state || "–", s.state === "stalled" ? "warn" : "");
     setCell("st-rate", `${(s.frame_rate || 0).toFixed(2)} /s`);
     setCell("st-delay", secs(s.delay_s), s.delay_s > 5 ? "warn" : "");
     setCell("st-age", secs(s.data_age_s), s.data_age_s > 30 ? "bad" : s.data_age_s > 5 ? "warn" : "");
@@ -364,10 +388,25 @@ async function pollStatus() {
 // ---- connection ----
 function setConn(text, cls) { const b = $("conn"); b.textContent = text; b.className = "badge " + cls; }
 
+function stalled() {
+  // the receiver says so, or no row came for a few frame periods (the backfill counts as one)
+  if (state.serverState === "stalled") return true;
+  if (!state.count) return false;
+  const period = state.period === state.period ? state.period * 1000 : 0;
+  return performance.now() - state.lastRowAt > Math.max(STALL_PERIODS * period, STALL_MIN_MS);
+}
+
+function updateBadge() {
+  if (!state.connected) return;
+  if (state.paused) setConn("paused", "paused");
+  else if (stalled()) setConn("stalled", "stalled");
+  else setConn("live", "on");
+}
+
 function connect(delay) {
   const ws = new WebSocket(new URL("ws", location.href).href.replace(/^http/, "ws"));
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => { delay = 1000; setConn(state.paused ? "paused" : "live", state.paused ? "paused" : "on"); };
+  ws.onopen = () => { delay = 1000; state.connected = true; state.lastRowAt = performance.now(); updateBadge(); };
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") {
       const msg = JSON.parse(ev.data);
@@ -384,6 +423,7 @@ function connect(delay) {
     maybeAuto();
   };
   ws.onclose = () => {
+    state.connected = false;
     setConn("disconnected, retrying", "off");
     setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
   };
@@ -413,7 +453,7 @@ function init() {
     state.paused = !state.paused;
     $("pause").textContent = state.paused ? "Resume" : "Pause";
     $("pause").classList.toggle("active", state.paused);
-    setConn(state.paused ? "paused" : "live", state.paused ? "paused" : "on");
+    updateBadge();
     if (!state.paused) {
       for (const buf of state.pending.splice(0)) ingest(buf);
       maybeAuto();
@@ -425,6 +465,9 @@ function init() {
   document.addEventListener("visibilitychange", () => { state.dirty = true; });
   connect(1000);
   pollStatus(); setInterval(pollStatus, STATUS_EVERY_MS);
+  setInterval(updateBadge, BADGE_EVERY_MS);
+  // levels follow the data even when no new row arrives to trigger them (a stopped stream)
+  setInterval(() => { if (state.auto && state.count && !state.paused) autoLevels(); }, AUTO_EVERY_MS);
   requestAnimationFrame(frame);
 }
 
