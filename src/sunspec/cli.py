@@ -234,6 +234,7 @@ def _supervise(stop: threading.Event, interval: float, read: Callable[[], dict[s
 def recv_parser() -> argparse.ArgumentParser:
     from . import archive  # its defaults only: ArchiveWriter would need the archive extra
     from . import web as dw
+    from .detect import DEFAULT_EVENTS_ENDPOINT
     from .snapshot import SnapshotWriter
 
     d = _defaults(Receiver)
@@ -278,6 +279,24 @@ def recv_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="also run the simulator in this process, on a free loopback port, "
                    "and receive from it (ignores --addr/--port/--endpoint)")
+    keys = p.add_argument_group("CURVE: an encrypted, authenticated stream from a relay "
+                                "(docs/DEPLOYMENT.md)")
+    keys.add_argument("--curve-key", default=None, metavar="FILE",
+                      help="this receiver's secret key file (NAME.key_secret)")
+    keys.add_argument("--curve-server-key", default=None, metavar="FILE",
+                      help="the relay's public key file (NAME.key); goes with --curve-key")
+    det = p.add_argument_group("burst detection")
+    det.add_argument("--detect", action="store_true",
+                     help="run the burst detector on the stream: events in the status, "
+                     "/api/events, the page, a JSON-lines log and a PUB socket")
+    det.add_argument("--events-dir", default=None, metavar="DIR",
+                     help="write events here, one JSON-lines file per UTC day (default: "
+                     "--archive-dir when given)")
+    det.add_argument("--events-endpoint", type=_bind_endpoint,
+                     default=DEFAULT_EVENTS_ENDPOINT,
+                     help="publish events and heartbeats here (default: %(default)s)")
+    det.add_argument("--no-events-endpoint", dest="events_endpoint", action="store_const",
+                     const=None, help="publish no events on a socket")
     web = p.add_argument_group("live view (needs sunspec[web])")
     web.add_argument("--web", action="store_true",
                      help="serve the live waterfall page and its read-only API")
@@ -396,6 +415,31 @@ def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
             sun_above=args.archive_sun_above, keep_days=args.archive_keep_days,
             min_free_gb=args.archive_min_free))
         board.add("archive", writer.status)
+    if args.detect:
+        from .detect import DetectorWorker
+
+        try:
+            detector = running.enter_context(DetectorWorker(
+                receiver, log_dir=args.events_dir or args.archive_dir,
+                events_endpoint=args.events_endpoint))
+        except zmq.ZMQError as exc:
+            _in_use(parser, "--events-endpoint", args.events_endpoint, exc)
+        board.add("detector", detector.status)
+        log.info("burst detection on; events published on %s", detector.endpoint)
+
+
+def _curve_keys(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The CURVE client keys of ``--curve-key``/``--curve-server-key`` (None without)."""
+    if (args.curve_key is None) != (args.curve_server_key is None):
+        parser.error("--curve-key and --curve-server-key go together")
+    if args.curve_key is None:
+        return None
+    from .curve import ClientKeys
+
+    try:
+        return ClientKeys.load(args.curve_key, args.curve_server_key)
+    except (OSError, ValueError, RuntimeError) as exc:
+        parser.error(f"CURVE keys: {exc}")
 
 
 def recv_main(argv: Sequence[str] | None = None) -> int:
@@ -412,6 +456,7 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
             check_endpoint(f"tcp://{args.addr}:{args.port}")
         except ValueError as exc:
             parser.error(f"--addr {args.addr}: {exc}")
+    curve = _curve_keys(parser, args)
     _configure_logging(args.log_level)
     stop = _stop_event_on_signals()
     board = StatusBoard()
@@ -428,7 +473,7 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
             args.addr, args.port, endpoint=endpoint, buffer_length=args.buffer_length,
             product=args.product, pol=args.pol, factor=args.factor, beam_index=args.beam_index,
             gc_interval=args.gc_interval, chan0=args.chan0, status_board=board,
-            stall_timeout=args.stall_timeout,
+            stall_timeout=args.stall_timeout, curve=curve,
         )
         # consumers first, so that at exit the receiver stops first and they drain its ring
         _start_consumers(parser, args, receiver, board, running)
