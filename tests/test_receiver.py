@@ -179,26 +179,32 @@ def test_flood_losses_counted_exactly():
 
 
 def bad_messages(pub):
-    good = [bytes(p) for p in protocol.encode(const_frame(0.0), pub.header(const_frame(0.0)))]
-    hdr = json.loads(good[1])
+    """Bad messages by the reason they are rejected for; each has a seq of its own (the same
+    seq twice is a duplicate or a restart)."""
+    payload = const_frame(0.0).tobytes()
     nan_frame = const_frame(1.0)
     nan_frame[0, 100, 0] = np.nan
 
+    def header(**kw):
+        h = {**pub.header(const_frame(0.0)), **kw}
+        pub.seq += 1
+        return json.dumps(h).encode()
+
     def with_hdr(**kw):
-        return [good[0], json.dumps({**hdr, **kw}).encode(), good[2]]
+        return [b"data", header(**kw), payload]
 
     return {
-        "parts": [good[:2], [*good, b"extra"], [b"data"]],
-        "topic": [[b"status", *good[1:]], [b"dat", *good[1:]]],
-        "header": [[b"data", b"{not json", good[2]], [b"data", b"[]", good[2]],
-                   [b"data", b"\xff", good[2]]],
+        "parts": [[b"data", header()], [b"data", header(), payload, b"extra"], [b"data"]],
+        "topic": [[b"status", header(), payload], [b"dat", header(), payload]],
+        "header": [[b"data", b"{not json", payload], [b"data", b"[]", payload],
+                   [b"data", b"\xff", payload]],
         "keys": [with_hdr(nchan="3072"), with_hdr(timestamp=None)],
         "dtype": [with_hdr(data_type="<f8")],
         "encoding": [with_hdr(encoding="zstd")],
-        "size": [[*good[:2], good[2][:-4]], [*good[:2], good[2] + good[2]]],
-        "nonfinite": [[good[0], good[1], nan_frame.tobytes()]],
+        "size": [[b"data", header(), payload[:-4]], [b"data", header(), payload + payload]],
+        "nonfinite": [[b"data", header(), nan_frame.tobytes()]],
         # a 1-pol stream cannot give the product I
-        "geometry": [with_hdr(npol=1, nchan=12288, data_shape=[1, 12288, 1])],
+        "geometry": [with_hdr(nbeam=1, npol=1, nchan=12288, data_shape=[1, 12288, 1])],
     }
 
 
@@ -237,11 +243,13 @@ def test_geometry_change_starts_a_fresh_ring(pub, receiver_for):
     pub.send(const_frame(1.0))
     frames_received(r, 1)
     first = r.ring
-    pub.send(const_frame(2.0, nbeam=2, nchan=1024))
-    frames_received(r, 2)
+    for i in range(3):  # confirm_frames = 3 consecutive frames of the new geometry
+        pub.send(const_frame(2.0 + i, nbeam=2, nchan=1024))
+    frames_received(r, 4)
     assert r.ring is not first and r.ring.nfreq == 512
-    assert r.get_latest_data(10).shape == (1, 512)
-    assert r.get_buffer_status()["geometry_changes"] == 1
+    assert r.get_latest_data(10)[:, 0].tolist() == [2.0, 3.0, 4.0]  # none lost waiting
+    st = r.get_buffer_status()
+    assert st["geometry_changes"] == 1 and st["geometry_pending"] == 0
     assert first.latest(5).data.shape == (1, 1536)  # the old ring is intact for its readers
 
 
