@@ -405,7 +405,7 @@ class Receiver(Worker):
             while not stop.is_set():
                 events = dict(poller.poll(round(POLL_INTERVAL * 1000)))
                 if monitor in events:
-                    self._monitor_event(monitor)
+                    self._monitor_event(sock, monitor)
                 if sock not in events:
                     continue
                 for _ in range(_BATCH):
@@ -424,13 +424,21 @@ class Receiver(Worker):
             monitor.close(linger=0)
             sock.close(linger=0)
 
-    def _monitor_event(self, monitor: zmq.Socket) -> None:
+    def _monitor_event(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        """Count a disconnection and connect again: ZeroMQ retries after a lost peer, but
+        not after a frame over MAXMSGSIZE, which it takes for a protocol error."""
         event = recv_monitor_message(monitor)
-        if event["event"] == zmq.EVENT_DISCONNECTED:
-            self._stats["disconnects"] += 1
-            self._rlog.log(logging.WARNING, "disconnect", "disconnected from %s (the sender "
-                           "stopped, or sent a frame over %d bytes); reconnecting",
-                           self.endpoint, max(self.max_message_bytes, self.max_header_bytes))
+        if event["event"] != zmq.EVENT_DISCONNECTED:
+            return
+        self._stats["disconnects"] += 1
+        self._rlog.log(logging.WARNING, "disconnect", "disconnected from %s (the sender "
+                       "stopped, or sent a frame over %d bytes); connecting again",
+                       self.endpoint, max(self.max_message_bytes, self.max_header_bytes))
+        try:
+            sock.disconnect(self.endpoint)
+        except zmq.ZMQError:  # pragma: no cover - already gone
+            pass
+        sock.connect(self.endpoint)
 
     def _receive_one(self, sock: zmq.Socket, topic: bytearray, header: bytearray,
                      payload: np.ndarray) -> None:
@@ -548,11 +556,12 @@ class Receiver(Worker):
             return
         cand.count += 1
         cand.header = h
+        if cand.count >= (self.confirm_frames if self._ring is not None else 1):
+            self._confirm(cand)
+            return
         st["pending"] += 1
         if cand.sender is not None:
             cand.sender.pending += 1
-        if cand.count >= (self.confirm_frames if self._ring is not None else 1):
-            self._confirm(cand)
 
     def _gate(self, h: FrameHeader, geometry: tuple[Any, ...]) -> _Candidate | None:
         """The candidate a frame of a new geometry joins (a new one unless it continues the
@@ -625,12 +634,12 @@ class Receiver(Worker):
         self._ring = ring  # after stream_info: a consumer seeing the ring sees its labels
         st = self._stats
         st["frames"] += cand.count
-        st["pending"] -= cand.count
+        st["pending"] -= cand.count - 1  # the newest was never counted as pending
         st["last_timestamp"] = h.timestamp
         self._since_gc += cand.count
         if cand.sender is not None:
             cand.sender.rows += cand.count
-            cand.sender.pending -= cand.count
+            cand.sender.pending -= cand.count - 1
 
     def _freqs_hz(self, h: FrameHeader, geometry: tuple[Any, ...]) -> np.ndarray | None:
         chan0 = geometry[3]
