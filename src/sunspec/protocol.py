@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -96,9 +96,9 @@ class ProtocolError(ValueError):
         super().__init__(f"{self.reason.value}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
-    """One message's header, every key the receiver uses checked and typed.
+class FrameHeader(NamedTuple):
+    """One message's header, every key the receiver uses checked and typed (a named tuple:
+    immutable and cheap to make, once per message).
 
     ``end_tag`` is the window end in ticks: ``t_end_tag`` (version 2) or parsed from
     ``last_block_time`` (version 1, microsecond resolution); ``start_tag`` is ``t_start_tag``.
@@ -354,26 +354,35 @@ def _fields(h: dict[str, Any], get: Any, sender_id: str | None, seq: int | None)
     v = get("cfreq0")
     cfreq0 = None if v is None else _number(v, "cfreq0", 0.0, _FREQ_MAX)
     ignored: list[str] = []
-    beam = _optional(get, "beam", ignored, lambda v: _int(v, "beam", 0, _INT31_MAX))
-    nint = _optional(get, "nint", ignored, lambda v: _int(v, "nint", 1, _INT31_MAX))
-    navg = _optional(get, "navg", ignored, lambda v: _int(v, "navg", 1, _INT31_MAX))
-    bw = _optional(get, "bw", ignored, lambda v: _number(v, "bw", 0.0, _FREQ_MAX, lo_open=True))
-    pols = _optional(get, "pols", ignored, lambda v: _pols(v, npol))
+    beam = _opt_int(get("beam"), "beam", 0, ignored)
+    nint = _opt_int(get("nint"), "nint", 1, ignored)
+    navg = _opt_int(get("navg"), "navg", 1, ignored)
+    bw = pols = None
+    v = get("bw")
+    if v is not None:
+        try:
+            bw = _number(v, "bw", 0.0, _FREQ_MAX, lo_open=True)
+        except ProtocolError:
+            ignored.append("bw")
+    v = get("pols")
+    if v is not None:
+        try:
+            pols = _pols(v, npol)
+        except ProtocolError:
+            ignored.append("pols")
     return FrameHeader(nbeam, nchan, npol, time_tag, timestamp, end_tag, proto, seq,
                        sender_id, start_tag, chan0, chan_bw, cfreq0, beam, nint, navg, bw,
                        pols, tuple(ignored))
 
 
-def _optional(get: Any, key: str, ignored: list[str], check: Any) -> Any:
-    """An optional key's checked value, or ``None`` (named in ``ignored`` if it was bad)."""
-    v = get(key)
+def _opt_int(v: Any, key: str, lo: int, ignored: list[str]) -> int | None:
+    """An optional integer key in [lo, 2**31-1], or ``None`` (named in ``ignored`` if bad)."""
     if v is None:
         return None
-    try:
-        return check(v)
-    except ProtocolError:
-        ignored.append(key)
-        return None
+    if type(v) is int and lo <= v <= _INT31_MAX:
+        return v
+    ignored.append(key)
+    return None
 
 
 def parse_end(data: bytes | bytearray | memoryview,

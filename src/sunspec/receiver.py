@@ -11,6 +11,7 @@ nothing while the stream is quiet, and checks for :meth:`Receiver.stop` before e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -271,7 +272,8 @@ class Receiver(Worker):
 
     @property
     def stream_info(self) -> dict[str, Any]:
-        """Metadata of the latest accepted message, with this receiver's product and factor."""
+        """The current ring's stream: the checked header keys that describe it (never a
+        value that failed a check), with this receiver's product and factor."""
         info = dict(self._stream_info)
         info.update(name=self._name, product=str(self.product), factor=self.factor,
                     beam_index=self.beam_index, endpoint=self.endpoint)
@@ -434,10 +436,8 @@ class Receiver(Worker):
         self._rlog.log(logging.WARNING, "disconnect", "disconnected from %s (the sender "
                        "stopped, or sent a frame over %d bytes); connecting again",
                        self.endpoint, max(self.max_message_bytes, self.max_header_bytes))
-        try:
+        with contextlib.suppress(zmq.ZMQError):  # already gone
             sock.disconnect(self.endpoint)
-        except zmq.ZMQError:  # pragma: no cover - already gone
-            pass
         sock.connect(self.endpoint)
 
     def _receive_one(self, sock: zmq.Socket, topic: bytearray, header: bytearray,
