@@ -107,10 +107,10 @@ def build(plans, ends, strays, bad_keys) -> Plan:
     for j, (where, seq) in enumerate(strays):
         sid = f"stray{j}"
         # never first (it would make the first ring), never after the last frame
-        at = 1 + where % max(len(p.sends) - 1, 1)
         last_frame = max(i for i, m in enumerate(p.sends) if m[0] == b"data")
-        at = min(at, last_frame)
-        p.sends.insert(at, message(-1.0, sid, seq, nchan=32))
+        if last_frame == 0:
+            break
+        p.sends.insert(1 + where % last_frame, message(-1.0, sid, seq, nchan=32))
         p.rejected["unconfirmed"] += 1
         p.count(sid, messages=1, rejected=1, span=seq + 1, lost=seq)
     return p
