@@ -12,7 +12,7 @@ import zmq
 from streams import TAG0, WINDOW, RawPublisher, const_frame, wait_until
 from test_receiver_accounting import settled
 
-from sunspec import Receiver, StatusBoard, StreamReceiver, clock
+from sunspec import Receiver, StatusBoard, StreamReceiver, clock, protocol
 
 
 @pytest.fixture
@@ -366,6 +366,12 @@ def test_constructor_checks():
         Receiver(buffer_length=0)
     with pytest.raises(ValueError, match="factor"):
         Receiver(factor=0)
+    with pytest.raises(ValueError, match="max_header_bytes"):
+        Receiver(max_header_bytes=protocol.HEADER_LIMIT - 1)
+    with pytest.raises(ValueError, match="confirm_frames"):
+        Receiver(confirm_frames=0)
+    with pytest.raises(ValueError, match="max_seq_gap"):
+        Receiver(max_seq_gap=-1)
 
 
 def test_random_malformed_messages_are_all_accounted_for(pub, receiver_for):

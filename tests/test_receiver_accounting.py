@@ -359,3 +359,5 @@ def test_values_near_float32_max_stay_finite(pub, receiver_for):
     assert st["frames_received"] == 1 and st["rejected_total"] == 0
     ref = f[0, :, 0].astype(np.float64).reshape(-1, 2).mean(1).astype(np.float32)
     np.testing.assert_array_equal(r.get_latest_data(1)[0], ref)
+    assert st["latest_mean"] == pytest.approx(3.1e38)  # the status too stays finite
+    json.dumps(r.status(), allow_nan=False)

@@ -332,7 +332,7 @@ class Receiver(Worker):
             "latest_time": str(latest.times[0]) if has_row else None,
             "latest_min": float(np.min(row)) if has_row else None,
             "latest_max": float(np.max(row)) if has_row else None,
-            "latest_mean": float(np.mean(row)) if has_row else None,
+            "latest_mean": float(np.mean(row, dtype=np.float64)) if has_row else None,
             "process_us_mean": 1e6 * st["proc_time"] / nmsg if nmsg else None,
             "process_us_max": 1e6 * st["proc_max"],
             "gc_runs": st["gc_runs"],
@@ -609,9 +609,9 @@ class Receiver(Worker):
             cand.sender.pending -= cand.count
         if cand.count:
             self._count_rejected(Reject.UNCONFIRMED, cand.count, cand.sender)
-        self._rlog.log(logging.WARNING, Reject.UNCONFIRMED.value, "%d frame(s) of geometry %s "
-                       "from %s not confirmed (%s)", cand.count, cand.geometry,
-                       cand.sender_id, why)
+            self._rlog.log(logging.WARNING, Reject.UNCONFIRMED.value, "%d frame(s) of "
+                           "geometry %s from %s not confirmed (%s)", cand.count,
+                           cand.geometry, cand.sender_id, why)
 
     def _confirm(self, cand: _Candidate) -> None:
         """Make the candidate's geometry current: a fresh ring holding its rows."""
