@@ -17,11 +17,13 @@ WINDOW = 512 * ticks_per_spectrum(24)
 class RawPublisher:
     """Sends hand-made messages through :class:`sunspec.Publisher` (the same socket set-up
     as every sunspec sender) on an ephemeral loopback port: each send returns once the
-    message is on the socket; a subscriber whose queue (``sndhwm``) is full loses it."""
+    message is on the socket; a subscriber whose queue (``sndhwm``) is full loses it, unless
+    ``nodrop``: then sends wait for room and nothing is dropped on this side."""
 
     def __init__(self, sndhwm: int = 1000, sender_id: str = "test-sender",
-                 endpoint: str = "tcp://127.0.0.1:*"):
-        self.pub = Publisher(endpoint=endpoint, sndhwm=sndhwm, linger=0, queue=64, block=True)
+                 endpoint: str = "tcp://127.0.0.1:*", nodrop: bool = False):
+        self.pub = Publisher(endpoint=endpoint, sndhwm=sndhwm, linger=0, queue=64, block=True,
+                             nodrop=nodrop)
         self.endpoint = self.pub.endpoint
         self.port = int(self.endpoint.rsplit(":", 1)[1])
         self.sender_id = sender_id

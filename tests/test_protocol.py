@@ -126,11 +126,19 @@ def test_each_rejection_names_its_reason(parts, reason):
     assert isinstance(info.value, ValueError)
 
 
-def test_nan_timestamp_in_json_is_rejected():
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("key", [b"timestamp", b"chan_bw", b"beam"])
+def test_nan_and_infinity_tokens_are_not_json(key, token):
+    """Python's json accepts these tokens; the protocol (RFC 8259 JSON) does not, whatever
+    the key, so they never reach a ring, a file or a browser's JSON.parse."""
     parts = good_parts()
-    parts[1] = parts[1].replace(b'"timestamp": 1700000000.0', b'"timestamp": NaN')
-    with pytest.raises(ProtocolError, match="timestamp"):
-        protocol.decode(parts)
+    h = json.loads(parts[1])
+    text = json.dumps(h).replace(f'"{key.decode()}": {json.dumps(h[key.decode()])}',
+                                 f'"{key.decode()}": {token.decode()}')
+    assert token.decode() in text
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode([parts[0], text.encode(), parts[2]])
+    assert info.value.reason == "header"
 
 
 def test_encode_refuses_wrong_frames():

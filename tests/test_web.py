@@ -274,16 +274,16 @@ def test_geometry_change_sends_a_reset_and_the_new_rings_rows(pub, rx, server):
     def until(v: Viewer) -> bool:
         if len(v.meta) == 1 and len(v.index) == 3:
             backfilled.set()
-        return len(v.meta) == 2 and len(v.index) >= 2
+        return len(v.meta) == 2 and len(v.index) >= 3
 
     t = threading.Thread(target=lambda: views.extend(asyncio.run(watch(server.url, until))))
     t.start()
     assert backfilled.wait(5)  # the backfill arrives with no new row to push it along
-    send(pub, rx, 2, nchan=2 * NCHAN)
+    send(pub, rx, 3, nchan=2 * NCHAN)  # 3 frames confirm a new geometry (PROTOCOL.md, C)
     t.join(10)
     v = views[0]
     assert [m["nfreq"] for m in v.meta] == [NCHAN // 2, NCHAN]
-    assert v.index == [0, 1] and all(len(x) == NCHAN for x in v.values)
+    assert v.index == [0, 1, 2] and all(len(x) == NCHAN for x in v.values)
     assert server.status()["resets"] == 2
 
 

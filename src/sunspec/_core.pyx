@@ -66,10 +66,10 @@ cdef Py_ssize_t reduce_row(const float* src, Py_ssize_t npol, int product, Py_ss
     if product >= 0:
         src = src + product
         if factor == 2 and npol == 4:
-            # the deployed case, with constant strides the compiler can vectorize; a
-            # float32 sum of two floats, halved, is the float64 result rounded once
+            # the deployed case, with constant strides the compiler can vectorize; summed in
+            # float64 like the others, so finite values up to float32's maximum stay finite
             for k in range(nout):
-                dst[k] = (src[8 * k] + src[8 * k + 4]) * <float>0.5
+                dst[k] = <float>((<double>src[8 * k] + <double>src[8 * k + 4]) * 0.5)
         elif factor == 2:
             for k in range(nout):
                 p = src + k * step

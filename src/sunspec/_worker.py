@@ -50,9 +50,18 @@ class Worker:
             log.error("%s failed: %r", threading.current_thread().name, exc, exc_info=True)
 
     def start(self: W) -> W:
-        """Start the thread (no-op if it is running); returns self."""
-        if self.running:
-            return self
+        """Start the thread (no-op if it is running); returns self.
+
+        Raises RuntimeError if a thread told to stop has still not ended after
+        ``stop_timeout``: two threads never run at once.
+        """
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            if not self._stop.is_set():
+                return self
+            thread.join(self.stop_timeout)
+            if thread.is_alive():
+                raise RuntimeError(f"{thread.name} has not stopped yet; start() refused")
         self._stop.clear()
         args = self._prepare()
         self._failure = None
@@ -62,14 +71,18 @@ class Worker:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Ask the thread to end and wait for it (idempotent)."""
-        thread, self._thread = self._thread, None
+        """Ask the thread to end and wait for it (idempotent). If it has not ended within the
+        timeout, it is logged and kept: :meth:`start` refuses until it has ended."""
+        thread = self._thread
         if thread is None:
             return
         self._stop.set()
         thread.join(self.stop_timeout if timeout is None else timeout)
-        if thread.is_alive():  # pragma: no cover - only if a blocking call hangs
-            log.error("%s did not stop within %.1f s", thread.name, timeout or self.stop_timeout)
+        if thread.is_alive():
+            log.error("%s did not stop within %.1f s", thread.name,
+                      self.stop_timeout if timeout is None else timeout)
+        else:
+            self._thread = None
 
     @property
     def running(self) -> bool:

@@ -1,6 +1,6 @@
 """Payload encodings: how frame 2 of a message may be packed for the network.
 
-The header key ``encoding`` names the packing (docs/PROTOCOL.md, part C); whatever the
+The header key ``encoding`` names the packing (docs/PROTOCOL.md, part D); whatever the
 encoding, ``data_type``, ``data_shape`` and every other key describe the *decoded* frame,
 float32 (nbeam, nchan, npol). A publisher cannot negotiate with its subscribers, so an
 encoding is a property of an endpoint: the recorder's own port stays ``raw``, a relay

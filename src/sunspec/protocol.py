@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,38 +25,50 @@ from .clock import datetime_to_tag, format_block_time, parse_block_time, tag_to_
 
 __all__ = [
     "DATA_TYPE",
+    "END_TOPIC",
+    "HEADER_LIMIT",
     "PROTO_VERSION",
     "REJECT_REASONS",
     "TOPIC",
     "FrameHeader",
     "ProtocolError",
     "Reject",
+    "SequenceEnd",
     "check_payload_size",
     "decode",
     "encode",
+    "encode_end",
     "make_header",
+    "parse_end",
     "parse_header",
     "payload_view",
 ]
 
 TOPIC = b"data"
+#: topic of the one end-of-sequence message a version 2 sender sends when it stops
+END_TOPIC = b"end"
 DATA_TYPE = "<f4"
 PROTO_VERSION = 2
+#: bytes of header JSON every receiver accepts and no sender exceeds (room for an explicit
+#: frequency axis of 3072 channels); receivers may accept more (``max_header_bytes``)
+HEADER_LIMIT = 64 * 1024
+
 
 class Reject(str, Enum):
     """Every reason a receiver rejects a message for; the value names its counter."""
 
-    PARTS = "parts"  # not exactly three frames
-    TOPIC = "topic"  # topic frame other than b"data"
-    HEADER = "header"  # header not UTF-8 JSON, or not an object
-    KEYS = "keys"  # a required key missing, or a key of the wrong type or value
+    PARTS = "parts"  # not exactly three frames (two for an end message)
+    TOPIC = "topic"  # topic frame other than b"data" or b"end"
+    HEADER = "header"  # header not UTF-8 JSON (NaN/Infinity tokens included), or not an object
+    KEYS = "keys"  # a key that shapes, times, labels or counts the data missing or bad
     DTYPE = "dtype"  # data_type other than "<f4"
     ENCODING = "encoding"  # a payload encoding other than "raw" (version 2 key)
     SIZE = "size"  # payload size differs from the header's shape
-    OVERSIZE = "oversize"  # message larger than the receiver accepts
+    OVERSIZE = "oversize"  # a header or payload larger than the receiver accepts
     NONFINITE = "nonfinite"  # NaN or inf in the values a receiver keeps
     # found by the receiver, not by the wire format:
     GEOMETRY = "geometry"  # the stream cannot give the beam/product/factor asked for
+    UNCONFIRMED = "unconfirmed"  # a new geometry that no run of frames confirmed
     INTERNAL = "internal"  # the message broke the receiver's own code (a bug; logged)
 
     def __str__(self) -> str:
@@ -70,19 +82,28 @@ _DTYPE = np.dtype(DATA_TYPE)
 
 
 class ProtocolError(ValueError):
-    """A message that does not follow the protocol, with the :class:`Reject` reason."""
+    """A message that does not follow the protocol, with the :class:`Reject` reason.
 
-    def __init__(self, reason: Reject | str, message: str):
+    ``sender_id`` and ``seq`` are the message's, when its header gave them valid (so a
+    receiver counts the message as received from that sender although it rejects it).
+    """
+
+    def __init__(self, reason: Reject | str, message: str, sender_id: str | None = None,
+                 seq: int | None = None):
         self.reason = Reject(reason)
+        self.sender_id = sender_id
+        self.seq = seq
         super().__init__(f"{self.reason.value}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
-    """What a receiver needs of one message's header, checked and typed.
+class FrameHeader(NamedTuple):
+    """One message's header, every key the receiver uses checked and typed (a named tuple:
+    immutable and cheap to make, once per message).
 
     ``end_tag`` is the window end in ticks: ``t_end_tag`` (version 2) or parsed from
-    ``last_block_time`` (version 1, microsecond resolution). ``raw`` is the whole JSON object.
+    ``last_block_time`` (version 1, microsecond resolution); ``start_tag`` is ``t_start_tag``.
+    Optional version 2 keys are ``None`` when absent or dropped as bad (their names are in
+    ``ignored``). Keys this version does not know are not kept.
     """
 
     nbeam: int
@@ -91,10 +112,19 @@ class FrameHeader:
     time_tag: int
     timestamp: float
     end_tag: int
-    proto: int
-    seq: int | None
-    sender_id: str | None
-    raw: dict[str, Any]
+    proto: int = 1
+    seq: int | None = None
+    sender_id: str | None = None
+    start_tag: int | None = None
+    chan0: int | None = None
+    chan_bw: float | None = None
+    cfreq0: float | None = None
+    beam: int | None = None
+    nint: int | None = None
+    navg: int | None = None
+    bw: float | None = None
+    pols: str | None = None
+    ignored: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -110,8 +140,38 @@ class FrameHeader:
         return tag_to_unix(self.end_tag)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """A header value by key (version 2 keys are absent from version 1 messages)."""
-        return self.raw.get(key, default)
+        """A checked header value by its wire key (``default`` when absent or dropped)."""
+        v = getattr(self, _FIELD_OF.get(key, key)) if key in _WIRE_KEYS else None
+        return default if v is None else v
+
+    def stream_keys(self) -> dict[str, Any]:
+        """The checked keys that describe the stream (not those that change every frame),
+        as wire keys and JSON-ready values."""
+        out = {k: self.get(k) for k in _STREAM_KEYS}
+        out["data_shape"] = list(self.shape)
+        out["data_type"] = DATA_TYPE
+        return {k: v for k, v in out.items() if v is not None}
+
+
+#: wire keys FrameHeader keeps, and the field each is kept in
+_FIELD_OF = {"t_start_tag": "start_tag", "t_end_tag": "end_tag"}
+_WIRE_KEYS = frozenset((
+    "nbeam", "nchan", "npol", "time_tag", "timestamp", "t_end_tag", "proto", "seq",
+    "sender_id", "t_start_tag", "chan0", "chan_bw", "cfreq0", "beam", "nint", "navg", "bw",
+    "pols",
+))
+_STREAM_KEYS = ("time_tag", "nbeam", "nchan", "npol", "proto", "sender_id", "beam", "nint",
+                "navg", "chan0", "cfreq0", "bw", "chan_bw", "pols")
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceEnd:
+    """The end-of-sequence message: sender ``sender_id`` sent messages with seq below
+    ``seq_end`` (the seq its next message would have had), ``dropped`` of them itself."""
+
+    sender_id: str
+    seq_end: int
+    dropped: int | None = None
 
 
 def make_header(
@@ -158,65 +218,182 @@ def encode(frame: np.ndarray, header: dict[str, Any]) -> list[bytes | memoryview
     return [TOPIC, json.dumps(header).encode("ascii"), frame.reshape(-1).view(np.uint8).data]
 
 
+def encode_end(sender_id: str, seq_end: int, dropped: int | None = None) -> list[bytes]:
+    """The two frames of the end-of-sequence message (see :class:`SequenceEnd`)."""
+    body: dict[str, Any] = {"proto": PROTO_VERSION, "sender_id": sender_id, "seq_end": seq_end}
+    if dropped is not None:
+        body["dropped"] = dropped
+    return [END_TOPIC, json.dumps(body).encode("ascii")]
+
+
 _INT64_MAX = 2**63 - 1
+_INT31_MAX = 2**31 - 1
+#: bound of every frequency key (Hz): far above any radio band; (chan0 + nchan) * chan_bw
+#: stays far below float32 overflow
+_FREQ_MAX = 1e12
+_SENDER_ID_MAX = 64
+_POLS_MAX = 256
 
 
-def _int(h: dict[str, Any], key: str, minimum: int | None = None) -> int:
-    """An integer key, within int64 (tags and counters are stored as int64)."""
-    v = h.get(key)
-    if type(v) is not int:
-        raise ProtocolError(Reject.KEYS, f"{key!r} must be an integer, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise ProtocolError(Reject.KEYS, f"{key!r} must be >= {minimum}, got {v}")
-    if v > _INT64_MAX:
-        raise ProtocolError(Reject.KEYS, f"{key!r} does not fit in 64 bits: {v}")
-    return v
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(Reject.HEADER, f"{name} is not JSON (RFC 8259)")
 
 
-def _opt_int(h: dict[str, Any], key: str) -> int | None:
-    return _int(h, key, 0) if key in h else None
-
-
-def parse_header(data: bytes | bytearray | memoryview) -> FrameHeader:
-    """Check a header frame (version 1 or 2) and return its typed fields."""
+def _load(data: bytes | bytearray | memoryview, limit: int) -> dict[str, Any]:
+    """The JSON object of a header frame of at most ``limit`` bytes."""
+    if len(data) > limit:
+        raise ProtocolError(Reject.OVERSIZE, f"header of {len(data)} bytes, limit {limit}")
     try:
-        h = json.loads(bytes(data).decode("utf-8"))
+        h = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+    except ProtocolError:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(Reject.HEADER, f"not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(h, dict):
         raise ProtocolError(Reject.HEADER, f"JSON {type(h).__name__}, not an object")
-    dtype = h.get("data_type", DATA_TYPE)
+    return h
+
+
+def _int(v: Any, key: str, lo: int, hi: int = _INT64_MAX) -> int:
+    """An integer (never a bool or float) in [lo, hi]."""
+    if type(v) is not int:
+        raise ProtocolError(Reject.KEYS, f"{key!r} must be an integer, got {v!r:.40}")
+    if not lo <= v <= hi:
+        raise ProtocolError(Reject.KEYS, f"{key!r} must lie in [{lo}, {hi}], got {str(v)[:24]}")
+    return v
+
+
+def _number(v: Any, key: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """A JSON number (int or float, never a bool) in [lo, hi] (or (lo, hi])."""
+    if type(v) is not float and type(v) is not int:
+        raise ProtocolError(Reject.KEYS, f"{key!r} must be a number, got {v!r:.40}")
+    x = float(v) if type(v) is float or abs(v) <= _INT64_MAX else math.inf
+    if not math.isfinite(x) or not (lo < x if lo_open else lo <= x) or not x <= hi:
+        raise ProtocolError(Reject.KEYS, f"{key!r} must lie in {'(' if lo_open else '['}{lo}, "
+                            f"{hi}], got {x:.6g}")
+    return x
+
+
+def _ascii(v: Any, key: str, maxlen: int, lo: str = " ") -> str:
+    """A string of 1..maxlen printable ASCII characters (from ``lo`` to ``~``)."""
+    if type(v) is not str or not 0 < len(v) <= maxlen or not v.isascii() or not v.isprintable()\
+            or min(v) < lo:
+        raise ProtocolError(Reject.KEYS, f"{key!r} must be 1-{maxlen} printable ASCII "
+                            f"characters, got {v!r:.80}")
+    return v
+
+
+def _sender_id(v: Any) -> str:
+    return _ascii(v, "sender_id", _SENDER_ID_MAX, lo="!")
+
+
+def _pols(v: Any, npol: int) -> str:
+    s = _ascii(v, "pols", _POLS_MAX)
+    if s.count(",") != npol - 1:
+        raise ProtocolError(Reject.KEYS, f"'pols' must name npol = {npol} pols, got {s!r}")
+    return s
+
+
+def parse_header(data: bytes | bytearray | memoryview,
+                 max_bytes: int = HEADER_LIMIT) -> FrameHeader:
+    """Check a header frame (version 1 or 2) of at most ``max_bytes`` and return its fields.
+
+    A bad key that shapes, times, labels or counts the data raises ``ProtocolError``; a bad
+    optional key (``beam``, ``nint``, ``navg``, ``bw``, ``pols``) is dropped and named in
+    :attr:`FrameHeader.ignored`. The rules are in docs/PROTOCOL.md.
+    """
+    h = _load(data, max_bytes)
+    get = h.get
+    sender_id = get("sender_id")
+    if sender_id is not None:
+        sender_id = _sender_id(sender_id)
+    seq = get("seq")
+    if seq is not None:
+        seq = _int(seq, "seq", 0)
+    try:
+        return _fields(h, get, sender_id, seq)
+    except ProtocolError as exc:
+        exc.sender_id, exc.seq = sender_id, seq
+        raise
+
+
+def _fields(h: dict[str, Any], get: Any, sender_id: str | None, seq: int | None) -> FrameHeader:
+    dtype = get("data_type", DATA_TYPE)
     if dtype != DATA_TYPE:
-        raise ProtocolError(Reject.DTYPE, f"data_type {dtype!r}, only {DATA_TYPE!r} is accepted")
-    encoding = h.get("encoding", "raw")
+        raise ProtocolError(Reject.DTYPE, f"data_type {dtype!r:.40}, only {DATA_TYPE!r} is "
+                            "accepted")
+    encoding = get("encoding", "raw")
     if encoding != "raw":
-        raise ProtocolError(Reject.ENCODING, f"payload encoding {encoding!r}; this receiver "
-                            "reads only 'raw'")
-    nbeam, nchan, npol = _int(h, "nbeam", 1), _int(h, "nchan", 1), _int(h, "npol", 1)
-    shape = h.get("data_shape", [nbeam, nchan, npol])
-    if shape != [nbeam, nchan, npol]:
-        raise ProtocolError(Reject.KEYS, f"data_shape {shape!r} != [nbeam, nchan, npol]")
-    time_tag = _int(h, "time_tag", 0)
-    ts: Any = h.get("timestamp")
-    if type(ts) not in (int, float) or not math.isfinite(ts):
-        raise ProtocolError(Reject.KEYS, f"'timestamp' must be a finite number, got {ts!r}")
-    if "t_end_tag" in h:
-        end_tag = _int(h, "t_end_tag", 0)
+        raise ProtocolError(Reject.ENCODING, f"payload encoding {encoding!r:.40}; this "
+                            "receiver reads only 'raw'")
+    nbeam = _int(get("nbeam"), "nbeam", 1, _INT31_MAX)
+    nchan = _int(get("nchan"), "nchan", 1, _INT31_MAX)
+    npol = _int(get("npol"), "npol", 1, _INT31_MAX)
+    shape = get("data_shape")
+    if shape is not None and shape != [nbeam, nchan, npol]:
+        raise ProtocolError(Reject.KEYS, f"data_shape {shape!r:.60} != [nbeam, nchan, npol]")
+    time_tag = _int(get("time_tag"), "time_tag", 0)
+    timestamp = _number(get("timestamp"), "timestamp", -math.inf, math.inf)
+    end = get("t_end_tag")
+    if end is not None:
+        end_tag = _int(end, "t_end_tag", 0)
     else:
         try:
             end_tag = datetime_to_tag(parse_block_time(h["last_block_time"]))
-        except (KeyError, ValueError, TypeError):
-            raise ProtocolError(
-                Reject.KEYS, f"'last_block_time' unreadable: {h.get('last_block_time')!r}"
-            ) from None
-    proto = h.get("proto", 1)
-    if type(proto) is not int:
-        raise ProtocolError(Reject.KEYS, f"'proto' must be an integer, got {proto!r}")
-    sender_id = h.get("sender_id")
-    if sender_id is not None and not isinstance(sender_id, str):
-        raise ProtocolError(Reject.KEYS, f"'sender_id' must be a string, got {sender_id!r}")
-    return FrameHeader(nbeam, nchan, npol, time_tag, float(ts), end_tag, proto,
-                       _opt_int(h, "seq"), sender_id, h)
+        except (KeyError, ValueError, TypeError, OverflowError):
+            raise ProtocolError(Reject.KEYS, "'last_block_time' unreadable: "
+                                f"{get('last_block_time')!r:.60}") from None
+    v = get("t_start_tag")
+    start_tag = None if v is None else _int(v, "t_start_tag", 0, end_tag)
+    v = get("proto", 1)
+    proto = _int(v, "proto", 1, _INT31_MAX)
+    v = get("chan0")
+    chan0 = None if v is None else _int(v, "chan0", 0, _INT31_MAX)
+    v = get("chan_bw")
+    chan_bw = None if v is None else _number(v, "chan_bw", 0.0, _FREQ_MAX, lo_open=True)
+    v = get("cfreq0")
+    cfreq0 = None if v is None else _number(v, "cfreq0", 0.0, _FREQ_MAX)
+    ignored: list[str] = []
+    beam = _opt_int(get("beam"), "beam", 0, ignored)
+    nint = _opt_int(get("nint"), "nint", 1, ignored)
+    navg = _opt_int(get("navg"), "navg", 1, ignored)
+    bw = pols = None
+    v = get("bw")
+    if v is not None:
+        try:
+            bw = _number(v, "bw", 0.0, _FREQ_MAX, lo_open=True)
+        except ProtocolError:
+            ignored.append("bw")
+    v = get("pols")
+    if v is not None:
+        try:
+            pols = _pols(v, npol)
+        except ProtocolError:
+            ignored.append("pols")
+    return FrameHeader(nbeam, nchan, npol, time_tag, timestamp, end_tag, proto, seq,
+                       sender_id, start_tag, chan0, chan_bw, cfreq0, beam, nint, navg, bw,
+                       pols, tuple(ignored))
+
+
+def _opt_int(v: Any, key: str, lo: int, ignored: list[str]) -> int | None:
+    """An optional integer key in [lo, 2**31-1], or ``None`` (named in ``ignored`` if bad)."""
+    if v is None:
+        return None
+    if type(v) is int and lo <= v <= _INT31_MAX:
+        return v
+    ignored.append(key)
+    return None
+
+
+def parse_end(data: bytes | bytearray | memoryview,
+              max_bytes: int = HEADER_LIMIT) -> SequenceEnd:
+    """Check the header frame of an end-of-sequence message."""
+    h = _load(data, max_bytes)
+    sender_id = _sender_id(h.get("sender_id"))
+    seq_end = _int(h.get("seq_end"), "seq_end", 0)
+    dropped = h.get("dropped")
+    return SequenceEnd(sender_id, seq_end, None if dropped is None else
+                       _int(dropped, "dropped", 0, seq_end))
 
 
 def check_payload_size(header: FrameHeader, nbytes: int) -> None:

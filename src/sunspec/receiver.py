@@ -1,20 +1,25 @@
 """Receiver: subscribes to a sunspec / OVRO-LWA spectrum stream and keeps a ring of rows.
 
 The receiving thread only receives, validates and writes ring rows: every message either
-becomes a row or is counted under a named reason (``rejected``), and gaps in the sender's
-``seq`` are counted as ``lost``. Everything slow (plots, files, web clients) reads the ring
-from its own thread. The thread waits on a poller with a timeout, so it costs nothing while
-the stream is quiet and notices :meth:`Receiver.stop` within ``POLL_INTERVAL``.
+becomes a row, or is counted under a named reason (``rejected``), as a ``duplicate``, as
+waiting for a geometry change to be confirmed (``geometry_pending``) or as an end of
+sequence; ``seq`` numbers never received are counted as ``lost``, per sender. The rules are
+in docs/PROTOCOL.md ("Receiver rules"). Everything slow (plots, files, web clients) reads
+the ring from its own thread. The thread waits on a poller with a timeout, so it costs
+nothing while the stream is quiet, and checks for :meth:`Receiver.stop` before every message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import memory
 from ._log import RateLimitedLog
@@ -24,12 +29,16 @@ from .curve import ClientKeys
 from .endpoint import check_endpoint
 from .kernels import FrameReducer, Product, product_code
 from .protocol import (
+    END_TOPIC,
+    HEADER_LIMIT,
     REJECT_REASONS,
     TOPIC,
     FrameHeader,
     ProtocolError,
     Reject,
+    SequenceEnd,
     check_payload_size,
+    parse_end,
     parse_header,
 )
 from .ring import RingBuffer, Rows
@@ -42,10 +51,91 @@ log = logging.getLogger(__name__)
 
 #: seconds the receiving thread waits for a message before checking for stop
 POLL_INTERVAL = 0.25
-#: messages handled per wake-up before housekeeping (stop check, GC) gets a turn
+#: messages handled per wake-up before housekeeping (GC) gets a turn
 _BATCH = 256
 #: while a stream stays stalled, its warning is repeated this often (s)
 STALL_REPEAT = 300.0
+
+#: recent seq numbers per sender remembered to tell duplicates and late arrivals apart
+_SEQ_WINDOW = 64
+#: senders whose sequences are followed at once (the least recently heard is forgotten)
+_MAX_SENDERS = 16
+
+
+class _Sender:
+    """The sequence accounting of one ``sender_id`` (docs/PROTOCOL.md, "Sequences").
+
+    ``messages = rows + rejected + duplicates + pending`` and
+    ``messages - duplicates + lost = span`` (the seq numbers its spans cover).
+    """
+
+    __slots__ = (
+        "base",
+        "dropped",
+        "duplicates",
+        "end",
+        "lost",
+        "messages",
+        "pending",
+        "recent",
+        "rejected",
+        "rows",
+        "spans",
+        "top",
+    )
+
+    def __init__(self) -> None:
+        self.messages = self.rows = self.rejected = self.duplicates = self.pending = 0
+        self.lost = 0
+        self.spans = 0  # seq numbers covered by closed spans
+        self.base: int | None = None  # first seq of the open span (None: no open span)
+        self.top = -1  # highest seq received in the open span
+        self.end: int | None = None  # seq_end of its end message, once received
+        self.dropped: int | None = None  # what its end message says it dropped itself
+        self.recent: list[tuple[int, Any] | None] = [None] * _SEQ_WINDOW
+
+    @property
+    def span(self) -> int:
+        if self.base is None:
+            return self.spans
+        return self.spans + (self.end if self.end is not None else self.top + 1) - self.base
+
+    def close_span(self) -> None:
+        self.spans = self.span
+        self.base, self.top, self.end = None, -1, None
+        self.recent = [None] * _SEQ_WINDOW
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"messages": self.messages, "rows": self.rows, "rejected": self.rejected,
+                "duplicates": self.duplicates, "pending": self.pending, "lost": self.lost,
+                "span": self.span, "last_seq": self.top if self.base is not None else None,
+                "seq_end": self.end, "sender_dropped": self.dropped}
+
+
+class _Candidate:
+    """Frames of a new geometry waiting for confirmation, in a small ring of their own."""
+
+    __slots__ = (
+        "count",
+        "geometry",
+        "header",
+        "next_seq",
+        "reduce",
+        "ring",
+        "sender",
+        "sender_id",
+    )
+
+    def __init__(self, geometry: tuple[Any, ...], ring: RingBuffer, reducer: FrameReducer,
+                 sender: _Sender | None, h: FrameHeader):
+        self.geometry = geometry
+        self.ring = ring
+        self.reduce = reducer.reduce
+        self.sender = sender
+        self.sender_id = h.sender_id
+        self.next_seq: int | None = None
+        self.count = 0  # rows held
+        self.header = h  # the newest, for stream_info once confirmed
 
 
 class Receiver(Worker):
@@ -58,7 +148,14 @@ class Receiver(Worker):
     :attr:`stream_info`, never used to pick data.) ``chan0`` names the first recorder channel
     for version 1 streams, which do not carry it, so rows get frequencies. :meth:`start` and
     :meth:`stop` may be called at any time and repeatedly; :meth:`stop` returns within
-    ``POLL_INTERVAL`` and leaves the held data readable.
+    ``POLL_INTERVAL`` plus one message's handling and leaves the held data readable.
+
+    A change of geometry (shape or frequency labels) replaces the ring only once
+    ``confirm_frames`` consecutive frames confirm it (consecutive ``seq`` of one
+    ``sender_id``); until then the old ring stays current. ``max_header_bytes`` (at least
+    :data:`~sunspec.protocol.HEADER_LIMIT`) and ``max_message_bytes`` bound every inbound
+    frame; ZeroMQ drops a connection that sends a larger one (counted as ``disconnects``).
+    A ``seq`` jump over more than ``max_seq_gap`` is taken for a restart, not a loss.
 
     A receiver is a :class:`~sunspec.source.StreamSource`: consumers take it as one.
     :meth:`status` is its own counters; :meth:`get_buffer_status` adds the sections of the
@@ -83,6 +180,9 @@ class Receiver(Worker):
         gc_interval: int = 100,
         chan0: int | None = None,
         max_message_bytes: int = 16 * 1024 * 1024,
+        max_header_bytes: int = 1024 * 1024,
+        confirm_frames: int = 3,
+        max_seq_gap: int = 2**24,
         rcvhwm: int = 100,
         context: zmq.Context | None = None,
         status_board: StatusBoard | None = None,
@@ -97,6 +197,14 @@ class Receiver(Worker):
             raise ValueError(f"beam_index must be >= 0, got {beam_index}")
         if gc_interval < 0:
             raise ValueError(f"gc_interval must be >= 0 (0 = off), got {gc_interval}")
+        if max_header_bytes < HEADER_LIMIT:
+            raise ValueError(f"max_header_bytes must be >= {HEADER_LIMIT}, got {max_header_bytes}")
+        if max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be >= 1, got {max_message_bytes}")
+        if confirm_frames < 1:
+            raise ValueError(f"confirm_frames must be >= 1, got {confirm_frames}")
+        if max_seq_gap < 0:
+            raise ValueError(f"max_seq_gap must be >= 0, got {max_seq_gap}")
         if not 0 < stall_timeout < float("inf"):
             raise ValueError(f"stall_timeout must be > 0 s, got {stall_timeout}")
         self.endpoint = check_endpoint(endpoint or f"tcp://{addr}:{port}")
@@ -112,6 +220,9 @@ class Receiver(Worker):
         self.gc_interval = gc_interval
         self.chan0 = chan0
         self.max_message_bytes = max_message_bytes
+        self.max_header_bytes = max_header_bytes
+        self.confirm_frames = confirm_frames
+        self.max_seq_gap = max_seq_gap
         self.rcvhwm = rcvhwm
         self._context = context
         #: CURVE keys (:class:`~sunspec.curve.ClientKeys`) for a relay's authenticated endpoint
@@ -127,22 +238,29 @@ class Receiver(Worker):
     def _thread_name(self) -> str:
         return f"sunspec-recv {self.endpoint}"
 
-    def _prepare(self) -> tuple[zmq.Socket]:
-        """Connect the SUB socket the receiving thread will own."""
+    def _prepare(self) -> tuple[zmq.Socket, zmq.Socket]:
+        """Connect the SUB socket the receiving thread will own, and its monitor."""
         ctx = self._context or zmq.Context.instance()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
         sock.setsockopt(zmq.LINGER, 0)
+        # ZeroMQ drops a connection that sends a larger frame before it is allocated
+        sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_message_bytes, self.max_header_bytes))
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._started_at = time.time()
-        self._stats["last_seq"] = None  # what was sent while we were stopped is not lost
+        # what was sent while we were stopped is not lost: every span starts afresh
+        self._stats["last_seq"] = None
+        for sender in self._senders.values():
+            sender.close_span()
+        self._session_senders = 0
         self._stall_reset()
         log.info("receiving from %s (%s, factor %d, beam index %d)", self.endpoint,
                  self.product, self.factor, self.beam_index)
-        return (sock,)
+        return (sock, monitor)
 
     # --- data access (the StreamSource interface, and the deployed receiver's names) --------
     @property
@@ -170,7 +288,8 @@ class Receiver(Worker):
 
     @property
     def stream_info(self) -> dict[str, Any]:
-        """Metadata of the latest accepted message, with this receiver's product and factor."""
+        """The current ring's stream: the checked header keys that describe it (never a
+        value that failed a check), with this receiver's product and factor."""
         info = dict(self._stream_info)
         info.update(name=self._name, product=str(self.product), factor=self.factor,
                     beam_index=self.beam_index, endpoint=self.endpoint)
@@ -215,6 +334,12 @@ class Receiver(Worker):
             "lost": st["lost"],
             "rejected": dict(st["rejected"]),
             "rejected_total": sum(st["rejected"].values()),
+            "duplicates": st["duplicates"],
+            "geometry_pending": st["pending"],
+            "sequence_ends": st["ends"],
+            "keys_ignored": st["keys_ignored"],
+            "disconnects": st["disconnects"],
+            "senders": {k: v.as_dict() for k, v in list(self._senders.items())},
             "restarts": st["restarts"],
             "geometry_changes": st["geometry_changes"],
             "sender_id": self._stream_info.get("sender_id"),
@@ -227,7 +352,7 @@ class Receiver(Worker):
             "latest_time": str(latest.times[0]) if has_row else None,
             "latest_min": float(np.min(row)) if has_row else None,
             "latest_max": float(np.max(row)) if has_row else None,
-            "latest_mean": float(np.mean(row)) if has_row else None,
+            "latest_mean": float(np.mean(row, dtype=np.float64)) if has_row else None,
             "process_us_mean": 1e6 * st["proc_time"] / nmsg if nmsg else None,
             "process_us_max": 1e6 * st["proc_max"],
             "gc_runs": st["gc_runs"],
@@ -271,32 +396,46 @@ class Receiver(Worker):
     def _reset_stats(self) -> None:
         self._stats: dict[str, Any] = {
             "messages": 0, "frames": 0, "lost": 0, "restarts": 0, "geometry_changes": 0,
-            "rejected": dict.fromkeys(REJECT_REASONS, 0),
+            "rejected": dict.fromkeys(REJECT_REASONS, 0), "duplicates": 0, "pending": 0,
+            "ends": 0, "keys_ignored": 0, "disconnects": 0,
             "last_seq": None, "last_timestamp": None, "proc_time": 0.0, "proc_max": 0.0,
             "gc_runs": 0, "gc_collected": 0, "gc_time": 0.0,
         }
         self._stream_info: dict[str, Any] = {}
+        self._info_key: tuple[Any, ...] | None = None
         self._started_at = 0.0
         self._payload: np.ndarray | None = None
-        self._geometry: tuple[int, int, int] | None = None
+        self._geometry: tuple[Any, ...] | None = None
         self._reducer: FrameReducer | None = None
+        self._candidate: _Candidate | None = None
+        self._senders: OrderedDict[str, _Sender] = OrderedDict()
+        self._session_senders = 0  # senders heard since start()
+        self._cur: _Sender | None = None  # sender of the message being handled
         self._since_gc = 0
 
-    def _run(self, sock: zmq.Socket) -> None:
+    def _run(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
         topic = bytearray(len(TOPIC) + 1)
+        header = bytearray(self.max_header_bytes)
         if self._payload is None:
             self._payload = np.empty(self.max_message_bytes, np.uint8)
         payload = self._payload
+        stop = self._stop
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 self._check_stalled()
-                if not poller.poll(round(POLL_INTERVAL * 1000)):
+                events = dict(poller.poll(round(POLL_INTERVAL * 1000)))
+                if monitor in events:
+                    self._monitor_event(sock, monitor)
+                if sock not in events:
                     continue
                 for _ in range(_BATCH):
+                    if stop.is_set():
+                        break
                     try:
-                        self._receive_one(sock, topic, payload)
+                        self._receive_one(sock, topic, header, payload)
                     except zmq.Again:
                         break
                 if self.gc_interval and self._since_gc >= self.gc_interval:
@@ -304,18 +443,46 @@ class Receiver(Worker):
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
             log.error("receiving stopped: %s", exc)
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=0)
 
-    def _receive_one(self, sock: zmq.Socket, topic: bytearray, payload: np.ndarray) -> None:
+    def _monitor_event(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        """Count a disconnection and connect again: ZeroMQ retries after a lost peer, but
+        not after a frame over MAXMSGSIZE, which it takes for a protocol error."""
+        event = recv_monitor_message(monitor)
+        if event["event"] != zmq.EVENT_DISCONNECTED:
+            return
+        self._stats["disconnects"] += 1
+        self._rlog.log(logging.WARNING, "disconnect", "disconnected from %s (the sender "
+                       "stopped, or sent a frame over %d bytes); connecting again",
+                       self.endpoint, max(self.max_message_bytes, self.max_header_bytes))
+        with contextlib.suppress(zmq.ZMQError):  # already gone
+            sock.disconnect(self.endpoint)
+        sock.connect(self.endpoint)
+
+    def _receive_one(self, sock: zmq.Socket, topic: bytearray, header: bytearray,
+                     payload: np.ndarray) -> None:
         """Receive one whole message (raises zmq.Again if none is waiting)."""
         ntopic = sock.recv_into(topic, flags=zmq.NOBLOCK)
         t0 = time.perf_counter()
         arrival = time.time()
         self._stats["messages"] += 1
+        self._cur = None
+        ident = 0
         try:
             if not sock.getsockopt(zmq.RCVMORE):
                 raise ProtocolError(Reject.PARTS, "1 frame, expected 3")
-            header_bytes = sock.recv()
+            nheader = sock.recv_into(header)
+            if nheader > len(header):
+                raise ProtocolError(Reject.OVERSIZE, f"header of {nheader} bytes exceeds "
+                                    f"max_header_bytes = {len(header)}")
+            if ntopic == len(END_TOPIC) and topic[:ntopic] == END_TOPIC:
+                if sock.getsockopt(zmq.RCVMORE):
+                    raise ProtocolError(Reject.PARTS, f"end message of {2 + _drain(sock)} "
+                                        "frames, expected 2")
+                self._end(parse_end(memoryview(header)[:nheader], len(header)))
+                return
             if not sock.getsockopt(zmq.RCVMORE):
                 raise ProtocolError(Reject.PARTS, "2 frames, expected 3")
             nbytes = sock.recv_into(payload)  # type: ignore[arg-type]  # a buffer
@@ -327,19 +494,33 @@ class Receiver(Worker):
             if nbytes > payload.nbytes:
                 raise ProtocolError(Reject.OVERSIZE, f"payload of {nbytes} bytes exceeds "
                                     f"max_message_bytes = {payload.nbytes}")
-            header = parse_header(header_bytes)
-            check_payload_size(header, nbytes)
-            self._accept(header, arrival)
+            header_bytes = bytes(memoryview(header)[:nheader])
+            ident = hash(header_bytes)  # tells an exact duplicate from another message
+            h = parse_header(header_bytes, len(header))
+            if h.seq is not None:
+                self._cur = self._track(h.sender_id, h.seq, ident)
+                if self._cur is None:
+                    return  # a duplicate, counted
+            check_payload_size(h, nbytes)
+            if h.ignored:
+                self._stats["keys_ignored"] += len(h.ignored)
+                self._rlog.log(logging.WARNING, "keys_ignored", "ignored bad optional keys %s "
+                               "of a message from %s", ", ".join(h.ignored), self.endpoint)
+            self._accept(h, arrival)
         except ProtocolError as exc:
             if sock.getsockopt(zmq.RCVMORE):
                 _drain(sock)
+            if exc.seq is not None and self._cur is None:  # rejected after its seq was read
+                self._cur = self._track(exc.sender_id, exc.seq, ident)
+                if self._cur is None:
+                    return
             self._reject(exc.reason, str(exc))
         except zmq.ZMQError:
             raise
         except Exception as exc:  # never let one message end reception
             if sock.getsockopt(zmq.RCVMORE):
                 _drain(sock)
-            self._stats["rejected"][Reject.INTERNAL.value] += 1
+            self._count_rejected(Reject.INTERNAL)
             self._rlog.log(logging.ERROR, Reject.INTERNAL.value, "message from %s not handled: %r",
                            self.endpoint, exc, exc_info=True)
         finally:
@@ -348,81 +529,232 @@ class Receiver(Worker):
             st["proc_time"] += dt
             st["proc_max"] = max(st["proc_max"], dt)
 
+    def _count_rejected(self, reason: Reject, n: int = 1, sender: _Sender | None = None) -> None:
+        self._stats["rejected"][reason.value] += n
+        sender = sender or self._cur
+        if sender is not None:
+            sender.rejected += n
+
     def _reject(self, reason: Reject, detail: str) -> None:
-        self._stats["rejected"][reason.value] += 1
+        self._count_rejected(reason)
         self._rlog.log(logging.WARNING, reason.value, "rejected message from %s: %s",
                        self.endpoint, detail)
 
+    # --- rows and geometry ------------------------------------------------------------------
     def _accept(self, h: FrameHeader, arrival: float) -> None:
-        st = self._stats
-        if h.shape != self._geometry and not self._new_geometry(h):
-            return
-        self._track_sender(h)
-        ring, reducer = self._ring, self._reducer
-        assert ring is not None and reducer is not None  # bound by _new_geometry
-        nbad = reducer.reduce(ring.spare_row)
+        """Write a checked frame into the current ring, or into the candidate of its new
+        geometry (committed to a fresh ring once confirmed)."""
+        chan0 = h.chan0 if h.chan0 is not None else self.chan0
+        geometry = (h.nbeam, h.nchan, h.npol, chan0, h.chan_bw, h.cfreq0)
+        cand = None
+        if geometry == self._geometry:
+            if self._candidate is not None:
+                self._abandon("a frame of the current geometry came first")
+            ring, reduce = self._ring, self._reducer.reduce  # type: ignore[union-attr]
+        else:
+            cand = self._gate(h, geometry)
+            if cand is None:
+                return
+            ring, reduce = cand.ring, cand.reduce
+        assert ring is not None
+        nbad = reduce(ring.spare_row)
         if nbad:
             self._reject(Reject.NONFINITE, f"{nbad} of {ring.nfreq} values not finite "
-                         f"(frame ending {h.get('last_block_time')})")
+                         f"(frame ending {h.end_tag})")
             return
-        seq = h.seq if h.seq is not None else -1
-        ring.commit(h.end_tag, h.end_unix, seq, arrival)
-        st["frames"] += 1
-        st["last_timestamp"] = h.timestamp
-        self._since_gc += 1
+        ring.commit(h.end_tag, h.end_unix, -1 if h.seq is None else h.seq, arrival)
+        st = self._stats
+        if cand is None:
+            st["frames"] += 1
+            st["last_timestamp"] = h.timestamp
+            if self._cur is not None:
+                self._cur.rows += 1
+            self._since_gc += 1
+            key = (h.sender_id, h.time_tag, h.beam, h.nint, h.navg, h.bw, h.pols)
+            if key != self._info_key:
+                self._info_key = key
+                self._stream_info = h.stream_keys()
+            return
+        cand.count += 1
+        cand.header = h
+        if cand.count >= (self.confirm_frames if self._ring is not None else 1):
+            self._confirm(cand)
+            return
+        st["pending"] += 1
+        if cand.sender is not None:
+            cand.sender.pending += 1
 
-    def _new_geometry(self, h: FrameHeader) -> bool:
-        """Bind the kernel and a fresh ring to a new stream geometry; False if unusable."""
+    def _gate(self, h: FrameHeader, geometry: tuple[Any, ...]) -> _Candidate | None:
+        """The candidate a frame of a new geometry joins (a new one unless it continues the
+        current run); ``None`` if the receiver cannot use that geometry (rejected)."""
+        cand = self._candidate
+        if cand is None or cand.geometry != geometry or cand.sender_id != h.sender_id \
+                or cand.next_seq != h.seq:
+            try:
+                cand = self._new_candidate(h, geometry)
+            except ValueError as exc:
+                self._reject(Reject.GEOMETRY, str(exc))
+                return None
+        cand.next_seq = None if h.seq is None else h.seq + 1
+        return cand
+
+    def _new_candidate(self, h: FrameHeader, geometry: tuple[Any, ...]) -> _Candidate:
         nbeam, nchan, npol = h.shape
-        try:
-            if self.beam_index >= nbeam:
-                raise ValueError(f"beam index {self.beam_index} asked for, the stream has "
-                                 f"{nbeam} beams")
-            product_code(self.product, npol)
-            if nchan % self.factor:
-                raise ValueError(f"factor {self.factor} does not divide nchan = {nchan}")
-        except ValueError as exc:
-            self._reject(Reject.GEOMETRY, str(exc))
-            return False
-        if self._geometry is not None:
-            self._stats["geometry_changes"] += 1
-            log.warning("stream geometry changed %s -> %s: starting a fresh ring",
-                        self._geometry, h.shape)
+        if self.beam_index >= nbeam:
+            raise ValueError(f"beam index {self.beam_index} asked for, the stream has "
+                             f"{nbeam} beams")
+        product_code(self.product, npol)
+        if nchan % self.factor:
+            raise ValueError(f"factor {self.factor} does not divide nchan = {nchan}")
+        if self._candidate is not None:
+            self._abandon("another geometry or sender broke its run")
         nfreq = nchan // self.factor
-        ring = RingBuffer(self.buffer_length, nfreq, freqs_hz=self._freqs_hz(h, nchan))
+        ring = RingBuffer(self.confirm_frames, nfreq, freqs_hz=self._freqs_hz(h, geometry))
+        cand = _Candidate(geometry, ring, self._bind(h, ring), self._cur, h)
+        self._candidate = cand
+        return cand
+
+    def _bind(self, h: FrameHeader, ring: RingBuffer) -> FrameReducer:
+        """The kernel reducing the payload buffer, read as ``h``'s shape, into ``ring``."""
         assert self._payload is not None  # allocated before the first message
         frame = self._payload[: h.nbytes].view(np.float32).reshape(h.shape)
-        self._reducer = FrameReducer(frame, ring.data, beam=self.beam_index,
-                                     product=self.product, factor=self.factor)
-        self._geometry = h.shape
-        self._ring = ring
-        return True
+        return FrameReducer(frame, ring.data, beam=self.beam_index, product=self.product,
+                            factor=self.factor)
 
-    def _freqs_hz(self, h: FrameHeader, nchan: int) -> np.ndarray | None:
-        chan0 = h.get("chan0", self.chan0)
-        chan_bw = h.get("chan_bw", CHAN_BW)
-        if type(chan0) is not int or type(chan_bw) not in (int, float):
-            return None
-        return channel_freqs_hz(chan0, nchan, self.factor) * (chan_bw / CHAN_BW)
+    def _abandon(self, why: str) -> None:
+        """Count the candidate's frames as ``unconfirmed`` rejections and drop it."""
+        cand, self._candidate = self._candidate, None
+        assert cand is not None
+        self._stats["pending"] -= cand.count
+        if cand.sender is not None:
+            cand.sender.pending -= cand.count
+        if cand.count:
+            self._count_rejected(Reject.UNCONFIRMED, cand.count, cand.sender)
+            self._rlog.log(logging.WARNING, Reject.UNCONFIRMED.value, "%d frame(s) of "
+                           "geometry %s from %s not confirmed (%s)", cand.count,
+                           cand.geometry, cand.sender_id, why)
 
-    def _track_sender(self, h: FrameHeader) -> None:
+    def _confirm(self, cand: _Candidate) -> None:
+        """Make the candidate's geometry current: a fresh ring holding its rows."""
+        self._candidate = None
+        rows = cand.ring.latest(cand.count)
+        ring = RingBuffer(self.buffer_length, cand.ring.nfreq, freqs_hz=cand.ring.freqs_hz)
+        for i in range(len(rows)):
+            ring.data[ring.spare_row] = rows.data[i]
+            ring.commit(int(rows.end_tag[i]), float(rows.end_unix[i]), int(rows.seq[i]),
+                        float(rows.arrival_unix[i]))
+        if self._geometry is not None:
+            self._stats["geometry_changes"] += 1
+            log.warning("stream geometry changed %s -> %s (confirmed by %d frames): starting "
+                        "a fresh ring", self._geometry, cand.geometry, cand.count)
+        h = cand.header
+        self._reducer = self._bind(h, ring)
+        self._geometry = cand.geometry
+        self._info_key = (h.sender_id, h.time_tag, h.beam, h.nint, h.navg, h.bw, h.pols)
+        self._stream_info = h.stream_keys()
+        self._ring = ring  # after stream_info: a consumer seeing the ring sees its labels
         st = self._stats
-        info = self._stream_info
-        sender_id, seq, last = h.sender_id, h.seq, st["last_seq"]
-        restarted = (sender_id is not None and info.get("sender_id") not in (None, sender_id))
-        if not restarted and seq is not None and last is not None and seq <= last:
-            restarted = True
-        if restarted:
-            st["restarts"] += 1
-            log.warning("sender restarted (sender_id %s -> %s, seq %s -> %s)",
-                        info.get("sender_id"), sender_id, last, seq)
-        elif seq is not None and last is not None and seq > last + 1:
-            st["lost"] += seq - last - 1
-            self._rlog.log(logging.WARNING, "lost", "lost %d messages (seq %d -> %d)",
-                           seq - last - 1, last, seq)
+        st["frames"] += cand.count
+        st["pending"] -= cand.count - 1  # the newest was never counted as pending
+        st["last_timestamp"] = h.timestamp
+        self._since_gc += cand.count
+        if cand.sender is not None:
+            cand.sender.rows += cand.count
+            cand.sender.pending -= cand.count - 1
+
+    def _freqs_hz(self, h: FrameHeader, geometry: tuple[Any, ...]) -> np.ndarray | None:
+        chan0 = geometry[3]
+        if chan0 is None:
+            return None
+        chan_bw = h.chan_bw if h.chan_bw is not None else CHAN_BW
+        return channel_freqs_hz(chan0, h.nchan, self.factor) * (chan_bw / CHAN_BW)
+
+    # --- sequences --------------------------------------------------------------------------
+    def _track(self, sender_id: str | None, seq: int, ident: Any) -> _Sender | None:
+        """Account one message of ``sender_id`` with ``seq``; ``ident`` (a hash of its
+        header) tells an exact duplicate from a restart. Returns the sender, or ``None`` for
+        a duplicate (counted)."""
+        key = sender_id or ""
+        senders = self._senders
+        sender = senders.get(key)
+        if sender is None:
+            sender = senders[key] = _Sender()
+            if len(senders) > _MAX_SENDERS:
+                senders.popitem(last=False)
+        else:
+            senders.move_to_end(key)
+        sender.messages += 1
+        st = self._stats
         st["last_seq"] = seq
-        if not info or sender_id != info.get("sender_id") or h.time_tag != info.get("time_tag"):
-            self._stream_info = {k: v for k, v in h.raw.items() if k not in _PER_FRAME_KEYS}
+        top = sender.top
+        if sender.base is None:  # first heard since start(): a restart if it is new and
+            # another sender was heard before it
+            new = sender.messages == 1 and self._session_senders > 0
+            self._open_span(sender, key, seq, "new sender_id" if new else None)
+        elif sender.end is not None:
+            self._open_span(sender, key, seq, f"seq {seq} after its end at {sender.end}")
+        elif seq > top:
+            gap = seq - top - 1
+            if gap > self.max_seq_gap:
+                self._open_span(sender, key, seq, f"seq jumped {top} -> {seq}", from_zero=False)
+            else:
+                if gap:
+                    self._lose(sender, gap, f"seq {top} -> {seq}")
+                sender.top = seq
+        else:
+            slot = sender.recent[seq % _SEQ_WINDOW]
+            in_window = top - seq < _SEQ_WINDOW
+            if in_window and slot is not None and slot[0] == seq:
+                if slot[1] == ident:
+                    sender.duplicates += 1
+                    st["duplicates"] += 1
+                    self._rlog.log(logging.WARNING, "duplicate", "duplicate of seq %d from %s",
+                                   seq, key)
+                    return None
+                self._open_span(sender, key, seq, f"seq {seq} again, another message")
+            elif in_window and seq >= sender.base:  # late: it was counted lost
+                sender.lost -= 1
+                st["lost"] -= 1
+            else:
+                self._open_span(sender, key, seq, f"seq {top} -> {seq}")
+        sender.recent[seq % _SEQ_WINDOW] = (seq, ident)
+        return sender
+
+    def _open_span(self, sender: _Sender, key: str, seq: int, restart: str | None, *,
+                   from_zero: bool = True) -> None:
+        """Start a span of ``sender``'s seq numbers at ``seq``; ``restart`` says why the
+        sender restarted, if it did. A restarted sender's span starts at 0 (what it sent
+        before we heard it is lost) unless ``from_zero`` is false or ``seq`` is implausible."""
+        sender.close_span()
+        base = seq
+        if restart is not None:
+            self._stats["restarts"] += 1
+            log.warning("sender %s restarted (%s)", key, restart)
+            if from_zero and seq <= self.max_seq_gap:
+                base = 0
+        self._session_senders += 1
+        sender.base, sender.top = base, seq
+        if seq > base:
+            self._lose(sender, seq - base, f"seq 0 -> {seq} of a restarted sender")
+
+    def _lose(self, sender: _Sender, n: int, what: str) -> None:
+        sender.lost += n
+        self._stats["lost"] += n
+        self._rlog.log(logging.WARNING, "lost", "lost %d messages (%s)", n, what)
+
+    def _end(self, end: SequenceEnd) -> None:
+        """An end-of-sequence message: what its sender sent after our last is lost."""
+        self._stats["ends"] += 1
+        sender = self._senders.get(end.sender_id)
+        if sender is None or sender.base is None or sender.end is not None \
+                or end.seq_end <= sender.top or end.seq_end - sender.top - 1 > self.max_seq_gap:
+            log.info("end of sequence of %s at seq %d ignored: no open span it can end",
+                     end.sender_id, end.seq_end)
+            return
+        if end.seq_end > sender.top + 1:
+            self._lose(sender, end.seq_end - sender.top - 1, f"end of sequence at {end.seq_end}")
+        sender.end, sender.dropped = end.seq_end, end.dropped
+        log.info("sender %s ended its sequence at seq %d", end.sender_id, end.seq_end)
 
     def _periodic_gc(self) -> None:
         self._since_gc = 0
@@ -498,10 +830,6 @@ class Receiver(Worker):
         if len(recent) == len(arrivals):  # the ring does not reach back a whole window
             window = now - recent[0] if len(recent) else window
         return float(len(recent) / max(window, 1e-3))
-
-
-#: header keys that change with every message, left out of ``stream_info``
-_PER_FRAME_KEYS = frozenset(("timestamp", "last_block_time", "seq", "t_start_tag", "t_end_tag"))
 
 
 def _drain(sock: zmq.Socket) -> int:

@@ -331,7 +331,7 @@ class Relay(Worker):
                 t0 = time.perf_counter()
                 frame = protocol.payload_view(header, parts[2])
                 payload, keys = encodings.encode(p.encoding, frame)
-                h = dict(header.raw)
+                h = json.loads(bytes(parts[1]))  # checked above: the sender's own keys
                 h.update(keys)
                 msg = encoded[p.encoding] = [protocol.TOPIC, json.dumps(h).encode("ascii"),
                                              payload]

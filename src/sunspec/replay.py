@@ -160,7 +160,7 @@ class Replayer:
                 raise ValueError(f"{reader.path}: averaging in time (--interval) needs recorder "
                                  "spectra (navg known); this file has none")
             nint = max(1, round(interval * FS / ticks_per_spectrum(reader.navg)))
-        log.info("%s: %s, %d rows, %s%s", reader.path.name, reader.source_format, reader.nrows,
+        log.debug("%s: %s, %d rows, %s%s", reader.path.name, reader.source_format, reader.nrows,
                  "explicit axis" if "freqs_hz" in axis else "recorder channel grid",
                  f", {nint} spectra per frame" if nint else "")
         return _Source(reader, -1 if first is None else int(first.end_tag[0]), keys, repeat,
