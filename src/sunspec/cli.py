@@ -261,7 +261,8 @@ def recv_parser() -> argparse.ArgumentParser:
     p.add_argument("--pol", type=_count, default=None,
                    help="pol index to keep; same as --product INDEX")
     p.add_argument("--factor", type=_positive_int, default=d["factor"],
-                   help="average this many adjacent channels (default: %(default)s)")
+                   help="average this many adjacent channels (default: 2 for streams on "
+                   "the recorder's channel grid, 1 for an explicit frequency axis)")
     p.add_argument("--beam-index", type=_count, default=d["beam_index"],
                    help="which beam of a multi-beam frame to keep, counted from 0 within the "
                    "frame (not the recorder's beam number; default: %(default)s)")

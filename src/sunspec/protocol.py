@@ -12,6 +12,7 @@ Version 1 is what the deployed OVRO-LWA recorder sends; version 2 adds keys (``p
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "PROTO_VERSION",
     "REJECT_REASONS",
     "TOPIC",
+    "UNITS",
     "FrameHeader",
     "ProtocolError",
     "Reject",
@@ -125,6 +127,14 @@ class FrameHeader(NamedTuple):
     bw: float | None = None
     pols: str | None = None
     ignored: tuple[str, ...] = ()
+    freqs_hz: tuple[float, ...] | None = None
+    unit: str = "linear"
+    db_per_digit: float | None = None
+    instrument: str | None = None
+    station: str | None = None
+    replay: bool | None = None
+    source: str | None = None
+    missing: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -158,10 +168,15 @@ _FIELD_OF = {"t_start_tag": "start_tag", "t_end_tag": "end_tag"}
 _WIRE_KEYS = frozenset((
     "nbeam", "nchan", "npol", "time_tag", "timestamp", "t_end_tag", "proto", "seq",
     "sender_id", "t_start_tag", "chan0", "chan_bw", "cfreq0", "beam", "nint", "navg", "bw",
-    "pols",
+    "pols", "freqs_hz", "unit", "db_per_digit", "instrument", "station", "replay", "source",
+    "missing",
 ))
 _STREAM_KEYS = ("time_tag", "nbeam", "nchan", "npol", "proto", "sender_id", "beam", "nint",
-                "navg", "chan0", "cfreq0", "bw", "chan_bw", "pols")
+                "navg", "chan0", "cfreq0", "bw", "chan_bw", "pols", "unit", "db_per_digit",
+                "instrument", "station", "replay", "source")
+#: the units of a stream's values: linear power, decibels, or an instrument's digits (of a
+#: logarithmic detector, ``db_per_digit`` dB each)
+UNITS = ("linear", "dB", "digits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +248,9 @@ _INT31_MAX = 2**31 - 1
 _FREQ_MAX = 1e12
 _SENDER_ID_MAX = 64
 _POLS_MAX = 256
+_NAME_MAX = 64
+_SOURCE_MAX = 256
+_DB_PER_DIGIT_MAX = 100.0
 
 
 def _reject_constant(name: str) -> Any:
@@ -370,9 +388,72 @@ def _fields(h: dict[str, Any], get: Any, sender_id: str | None, seq: int | None)
             pols = _pols(v, npol)
         except ProtocolError:
             ignored.append("pols")
+    freqs = get("freqs_hz")
+    if freqs is not None:
+        if chan0 is not None or chan_bw is not None or cfreq0 is not None:
+            raise ProtocolError(Reject.KEYS, "'freqs_hz' goes without 'chan0', 'chan_bw' and "
+                                "'cfreq0' (two axes for one frame)")
+        freqs = _axis(freqs, nchan)
+    unit = get("unit", "linear")
+    if unit not in UNITS:
+        raise ProtocolError(Reject.KEYS, f"'unit' must be one of {UNITS}, got {unit!r:.40}")
+    missing = get("missing")
+    missing = () if missing is None else _missing(missing, nchan)
+    db_per_digit = _opt(get("db_per_digit"), "db_per_digit", ignored, lambda v, k: _number(
+        v, k, 0.0, _DB_PER_DIGIT_MAX, lo_open=True))
+    instrument = _opt(get("instrument"), "instrument", ignored,
+                      lambda v, k: _ascii(v, k, _NAME_MAX))
+    station = _opt(get("station"), "station", ignored, lambda v, k: _ascii(v, k, _NAME_MAX))
+    source = _opt(get("source"), "source", ignored, lambda v, k: _ascii(v, k, _SOURCE_MAX))
+    replay = _opt(get("replay"), "replay", ignored, _bool)
     return FrameHeader(nbeam, nchan, npol, time_tag, timestamp, end_tag, proto, seq,
                        sender_id, start_tag, chan0, chan_bw, cfreq0, beam, nint, navg, bw,
-                       pols, tuple(ignored))
+                       pols, tuple(ignored), freqs, unit, db_per_digit, instrument, station,
+                       replay, source, missing)
+
+
+def _axis(v: Any, nchan: int) -> tuple[float, ...]:
+    """An explicit frequency axis: ``nchan`` finite numbers in (0, 1e12] Hz, strictly
+    increasing or strictly decreasing (a sender removes repeated channels first)."""
+    if type(v) is not list or len(v) != nchan:
+        size = len(v) if isinstance(v, list) else "?"
+        raise ProtocolError(Reject.KEYS, f"'freqs_hz' must be a list of nchan = {nchan} "
+                            f"numbers, got {type(v).__name__} of {size}")
+    axis = tuple(_number(f, "freqs_hz", 0.0, _FREQ_MAX, lo_open=True) for f in v)
+    steps = np.diff(np.asarray(axis, np.float64))
+    if nchan > 1 and not (np.all(steps > 0) or np.all(steps < 0)):
+        raise ProtocolError(Reject.KEYS, "'freqs_hz' must be strictly monotonic (no repeated "
+                            "channel)")
+    return axis
+
+
+def _missing(v: Any, nchan: int) -> tuple[int, ...]:
+    """Channels declared missing: strictly increasing indices in [0, nchan)."""
+    if type(v) is not list or len(v) > nchan:
+        raise ProtocolError(Reject.KEYS, f"'missing' must be a list of at most nchan = {nchan} "
+                            "channel indices")
+    out = tuple(_int(i, "missing", 0, nchan - 1) for i in v)
+    if any(b <= a for a, b in itertools.pairwise(out)):
+        raise ProtocolError(Reject.KEYS, "'missing' must be strictly increasing")
+    return out
+
+
+def _bool(v: Any, key: str) -> bool:
+    if type(v) is not bool:
+        raise ProtocolError(Reject.KEYS, f"{key!r} must be true or false, got {v!r:.40}")
+    return v
+
+
+def _opt(v: Any, key: str, ignored: list[str], check: Any) -> Any:
+    """An optional key checked by ``check(v, key)``, or ``None`` (named in ``ignored`` if
+    bad)."""
+    if v is None:
+        return None
+    try:
+        return check(v, key)
+    except ProtocolError:
+        ignored.append(key)
+        return None
 
 
 def _opt_int(v: Any, key: str, lo: int, ignored: list[str]) -> int | None:

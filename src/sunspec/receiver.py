@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: seconds the receiving thread waits for a message before checking for stop
 POLL_INTERVAL = 0.25
+#: channels averaged per row, unless asked otherwise, for streams on a uniform channel grid
+#: (an explicit frequency axis is kept channel by channel)
+DEFAULT_FACTOR = 2
 #: messages handled per wake-up before housekeeping (GC) gets a turn
 _BATCH = 256
 #: while a stream stays stalled, its warning is repeated this often (s)
@@ -117,6 +120,7 @@ class _Candidate:
 
     __slots__ = (
         "count",
+        "factor",
         "geometry",
         "header",
         "next_seq",
@@ -127,8 +131,9 @@ class _Candidate:
     )
 
     def __init__(self, geometry: tuple[Any, ...], ring: RingBuffer, reducer: FrameReducer,
-                 sender: _Sender | None, h: FrameHeader):
+                 sender: _Sender | None, h: FrameHeader, factor: int):
         self.geometry = geometry
+        self.factor = factor
         self.ring = ring
         self.reduce = reducer.reduce
         self.sender = sender
@@ -175,7 +180,7 @@ class Receiver(Worker):
         buffer_length: int = 1200,
         product: Product | str | int = Product.XX,
         pol: int | None = None,
-        factor: int = 2,
+        factor: int | None = None,
         beam_index: int = 0,
         gc_interval: int = 100,
         chan0: int | None = None,
@@ -191,8 +196,8 @@ class Receiver(Worker):
     ):
         if buffer_length < 1:
             raise ValueError(f"buffer_length must be >= 1, got {buffer_length}")
-        if factor < 1:
-            raise ValueError(f"factor must be >= 1, got {factor}")
+        if factor is not None and factor < 1:
+            raise ValueError(f"factor must be >= 1 (or None: automatic), got {factor}")
         if beam_index < 0:
             raise ValueError(f"beam_index must be >= 0, got {beam_index}")
         if gc_interval < 0:
@@ -215,7 +220,11 @@ class Receiver(Worker):
         chosen = pol if pol is not None else product
         product_code(chosen, 1 << 30)  # a bad name fails now; a missing pol when frames arrive
         self.product: Product | int = chosen if isinstance(chosen, int) else Product(chosen)
+        #: channels averaged per row as asked (``None``: :data:`DEFAULT_FACTOR` for streams
+        #: on a uniform channel grid, 1 for an explicit axis)
         self.factor = factor
+        self._factor = factor or DEFAULT_FACTOR  # in force for the current ring
+        self._axis = "channels"
         self.beam_index = beam_index
         self.gc_interval = gc_interval
         self.chan0 = chan0
@@ -258,8 +267,8 @@ class Receiver(Worker):
             sender.close_span()
         self._session_senders = 0
         self._stall_reset()
-        log.info("receiving from %s (%s, factor %d, beam index %d)", self.endpoint,
-                 self.product, self.factor, self.beam_index)
+        log.info("receiving from %s (%s, factor %s, beam index %d)", self.endpoint,
+                 self.product, self.factor or "auto", self.beam_index)
         return (sock, monitor)
 
     # --- data access (the StreamSource interface, and the deployed receiver's names) --------
@@ -291,7 +300,8 @@ class Receiver(Worker):
         """The current ring's stream: the checked header keys that describe it (never a
         value that failed a check), with this receiver's product and factor."""
         info = dict(self._stream_info)
-        info.update(name=self._name, product=str(self.product), factor=self.factor,
+        info.update(name=self._name, product=str(self.product), factor=self._factor,
+                    factor_auto=self.factor is None, axis=self._axis,
                     beam_index=self.beam_index, endpoint=self.endpoint)
         return info
 
@@ -324,7 +334,9 @@ class Receiver(Worker):
             "name": self._name,
             "endpoint": self.endpoint,
             "product": str(self.product),
-            "factor": self.factor,
+            "factor": self._factor,
+            "factor_auto": self.factor is None,
+            "axis": self._axis,
             "buffer_index": ring.spare_row if ring is not None else 0,
             "buffer_shape": (ring.nrows, ring.nfreq) if ring is not None else
             (self.buffer_length, 0),
@@ -544,8 +556,8 @@ class Receiver(Worker):
     def _accept(self, h: FrameHeader, arrival: float) -> None:
         """Write a checked frame into the current ring, or into the candidate of its new
         geometry (committed to a fresh ring once confirmed)."""
-        chan0 = h.chan0 if h.chan0 is not None else self.chan0
-        geometry = (h.nbeam, h.nchan, h.npol, chan0, h.chan_bw, h.cfreq0)
+        chan0 = h.chan0 if h.chan0 is not None or h.freqs_hz is not None else self.chan0
+        geometry = (h.nbeam, h.nchan, h.npol, chan0, h.chan_bw, h.cfreq0, h.freqs_hz, h.unit)
         cand = None
         if geometry == self._geometry:
             if self._candidate is not None:
@@ -557,8 +569,11 @@ class Receiver(Worker):
                 return
             ring, reduce = cand.ring, cand.reduce
         assert ring is not None
+        if h.missing:
+            self._blank_missing(h)
         nbad = reduce(ring.spare_row)
-        if nbad:
+        if nbad and (not h.missing or self._unflagged_nonfinite(
+                ring, h.missing, cand.factor if cand is not None else self._factor)):
             self._reject(Reject.NONFINITE, f"{nbad} of {ring.nfreq} values not finite "
                          f"(frame ending {h.end_tag})")
             return
@@ -604,22 +619,39 @@ class Receiver(Worker):
             raise ValueError(f"beam index {self.beam_index} asked for, the stream has "
                              f"{nbeam} beams")
         product_code(self.product, npol)
-        if nchan % self.factor:
-            raise ValueError(f"factor {self.factor} does not divide nchan = {nchan}")
+        factor = self.factor or (1 if h.freqs_hz is not None else DEFAULT_FACTOR)
+        if nchan % factor:
+            raise ValueError(f"factor {factor} does not divide nchan = {nchan}")
         if self._candidate is not None:
             self._abandon("another geometry or sender broke its run")
-        nfreq = nchan // self.factor
-        ring = RingBuffer(self.confirm_frames, nfreq, freqs_hz=self._freqs_hz(h, geometry))
-        cand = _Candidate(geometry, ring, self._bind(h, ring), self._cur, h)
+        nfreq = nchan // factor
+        ring = RingBuffer(self.confirm_frames, nfreq,
+                          freqs_hz=self._freqs_hz(h, geometry, factor))
+        cand = _Candidate(geometry, ring, self._bind(h, ring, factor), self._cur, h, factor)
         self._candidate = cand
         return cand
 
-    def _bind(self, h: FrameHeader, ring: RingBuffer) -> FrameReducer:
+    def _bind(self, h: FrameHeader, ring: RingBuffer, factor: int) -> FrameReducer:
         """The kernel reducing the payload buffer, read as ``h``'s shape, into ``ring``."""
         assert self._payload is not None  # allocated before the first message
         frame = self._payload[: h.nbytes].view(np.float32).reshape(h.shape)
         return FrameReducer(frame, ring.data, beam=self.beam_index, product=self.product,
-                            factor=self.factor)
+                            factor=factor)
+
+    def _blank_missing(self, h: FrameHeader) -> None:
+        """Make the channels the sender declared missing NaN in the payload (every pol of
+        the beam kept), so that rows hold them as missing whatever the values sent."""
+        assert self._payload is not None
+        frame = self._payload[: h.nbytes].view(np.float32).reshape(h.shape)
+        frame[self.beam_index, list(h.missing), :] = np.nan
+
+    @staticmethod
+    def _unflagged_nonfinite(ring: RingBuffer, missing: tuple[int, ...], factor: int) -> bool:
+        """True if the spare row has a non-finite value outside the declared missing
+        channels (averaged ``factor`` to a row channel)."""
+        bad = ~np.isfinite(ring.data[ring.spare_row, : ring.nfreq])
+        bad[[m // factor for m in missing]] = False
+        return bool(bad.any())
 
     def _abandon(self, why: str) -> None:
         """Count the candidate's frames as ``unconfirmed`` rejections and drop it."""
@@ -648,7 +680,9 @@ class Receiver(Worker):
             log.warning("stream geometry changed %s -> %s (confirmed by %d frames): starting "
                         "a fresh ring", self._geometry, cand.geometry, cand.count)
         h = cand.header
-        self._reducer = self._bind(h, ring)
+        self._reducer = self._bind(h, ring, cand.factor)
+        self._factor = cand.factor
+        self._axis = _axis_kind(h, cand.geometry[3])
         self._geometry = cand.geometry
         self._info_key = (h.sender_id, h.time_tag, h.beam, h.nint, h.navg, h.bw, h.pols)
         self._stream_info = h.stream_keys()
@@ -662,12 +696,24 @@ class Receiver(Worker):
             cand.sender.rows += cand.count
             cand.sender.pending -= cand.count - 1
 
-    def _freqs_hz(self, h: FrameHeader, geometry: tuple[Any, ...]) -> np.ndarray | None:
+    @staticmethod
+    def _freqs_hz(h: FrameHeader, geometry: tuple[Any, ...], factor: int
+                  ) -> np.ndarray | None:
+        """Row frequencies: the explicit axis, the recorder's grid from ``chan0`` (the
+        header's or this receiver's) or from ``cfreq0``, each averaged over ``factor``
+        channels; ``None`` (channel indices) when the stream says none of these."""
         chan0 = geometry[3]
-        if chan0 is None:
+        chan_bw = h.chan_bw if h.chan_bw is not None else (
+            h.bw / h.nchan if h.bw is not None else CHAN_BW)
+        if h.freqs_hz is not None:
+            axis = np.asarray(h.freqs_hz, np.float64)
+        elif chan0 is not None:
+            return channel_freqs_hz(chan0, h.nchan, factor) * (chan_bw / CHAN_BW)
+        elif h.cfreq0 is not None:
+            axis = np.asarray(h.cfreq0 + np.arange(h.nchan) * chan_bw, np.float64)
+        else:
             return None
-        chan_bw = h.chan_bw if h.chan_bw is not None else CHAN_BW
-        return channel_freqs_hz(chan0, h.nchan, self.factor) * (chan_bw / CHAN_BW)
+        return axis.reshape(-1, factor).mean(axis=1)
 
     # --- sequences --------------------------------------------------------------------------
     def _track(self, sender_id: str | None, seq: int, ident: Any) -> _Sender | None:
@@ -830,6 +876,14 @@ class Receiver(Worker):
         if len(recent) == len(arrivals):  # the ring does not reach back a whole window
             window = now - recent[0] if len(recent) else window
         return float(len(recent) / max(window, 1e-3))
+
+
+def _axis_kind(h: FrameHeader, chan0: int | None) -> str:
+    """How a stream labels its channels: ``explicit`` (a list of frequencies), ``uniform``
+    (the recorder's grid: ``chan0`` or ``cfreq0``) or ``channels`` (indices only)."""
+    if h.freqs_hz is not None:
+        return "explicit"
+    return "uniform" if chan0 is not None or h.cfreq0 is not None else "channels"
 
 
 def _drain(sock: zmq.Socket) -> int:
