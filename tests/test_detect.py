@@ -290,16 +290,19 @@ def test_worker_follows_a_new_ring_and_reports_an_unknown_unit():
 
 
 # --- offline: sunspec-detect in a subprocess ---------------------------------------------------
-def _archive(path, sc: Scenario, seconds: float):
+def _archive(path, sc: Scenario, seconds: float, fmt: str = "hdf5"):
     pytest.importorskip("h5py")
+    pytest.importorskip("astropy")
     from sunspec.archive import ArchiveData, ArchiveMeta
-    from sunspec.archive.hdf5 import write
+    from sunspec.archive.fits import write as write_fits
+    from sunspec.archive.hdf5 import write as write_h5
 
     parts = list(sc.chunks(seconds, rows=256))
     data = np.concatenate([d for d, _ in parts])
     tags = np.concatenate([t for _, t in parts])
     meta = ArchiveMeta(span_start_tag=int(tags[0]), span_s=900, factor=2, chan0=600, beam=1)
-    write(path, ArchiveData(data, tags, sc.freqs_mhz * 1e6, meta))
+    (write_h5 if fmt == "hdf5" else write_fits)(path, ArchiveData(data, tags,
+                                                                  sc.freqs_mhz * 1e6, meta))
 
 
 def _detect_cli(*args):
@@ -309,16 +312,18 @@ def _detect_cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_cli_prints_one_record_per_event_as_json_or_csv(tmp_path):
+@pytest.mark.parametrize("fmt", ["hdf5", "fits"])
+def test_cli_prints_one_record_per_event_as_json_or_csv(tmp_path, fmt):
     sc = Scenario(injections=[Injection("III", 60.0, 80.0, 20.0, 2.0),
                               Injection("III", 150.0, 70.0, 20.0, 2.0)], seed=12)
-    path = tmp_path / "a.h5"
-    _archive(path, sc, 200)
+    path = tmp_path / ("a.h5" if fmt == "hdf5" else "a.fits")
+    _archive(path, sc, 200, fmt)
     out = _detect_cli(path)
     assert out.returncode == 0, out.stderr
     events = [json.loads(x) for x in out.stdout.splitlines()]
     assert [e["type"] for e in events] == ["III", "III"]
     assert all(e["final"] for e in events) and events[0]["beam"] == 1
+    assert {e["stream"] for e in events} == {"OVRO-LWA"}
     for e, b in zip(events, sc.injections, strict=True):
         assert abs(utc(e["start_utc"]) - onset_s(sc, b)) <= 3.0
     csv = _detect_cli("--csv", path)
@@ -330,7 +335,7 @@ def test_cli_prints_one_record_per_event_as_json_or_csv(tmp_path):
         [(e["type"], e["start_utc"], "True") for e in events]
 
 
-@pytest.mark.parametrize("args", [["--threshold", "-1", "x.h5"], ["--unit", "K", "x.h5"],
+@pytest.mark.parametrize("args", [["--threshold", "-1", "x.h5"], ["--threshold", "0", "x.h5"],
                                   [], ["--bogus", "x.h5"], ["missing.h5"]])
 def test_cli_mistakes_end_with_usage_and_status_2(tmp_path, args):
     out = _detect_cli(*args)

@@ -853,15 +853,21 @@ def detect_parser() -> argparse.ArgumentParser:
     d = _defaults(DetectorConfig)
     p = argparse.ArgumentParser(
         prog="sunspec-detect",
-        description="Find type III and type II solar radio bursts in archive files and print "
-        "one JSON object per event (its final revision) on stdout (needs sunspec[archive]).",
+        description="Find type III and type II solar radio bursts in spectrum files (sunspec "
+        "archives, OVRO-LWA recorder HDF5, e-CALLISTO FITS; recognised by content) and print "
+        "one JSON object per event (its final revision) on stdout (needs sunspec[archive]). "
+        "Files of one geometry are searched as one sequence, in time order. Exit status: 0 "
+        "when every file was searched; 2 (with a usage line) when no file could be read; 1 "
+        "when some files could not be read or searched (each named on stderr) and the "
+        "others were.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="archive files (.h5, .fit)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="spectrum files")
     p.add_argument("--csv", action="store_true", help="print CSV rows instead of JSON lines")
     p.add_argument("--all-revisions", action="store_true",
                    help="print every revision of each event, as it is published live")
-    p.add_argument("--unit", choices=("linear", "dB"), default="linear",
-                   help="unit of the files' rows (default: %(default)s)")
+    p.add_argument("--product", metavar="NAME",
+                   help="product of files holding several (e.g. XX, YY of recorder files; "
+                   "default: each file's first)")
     p.add_argument("--threshold", type=_positive_float, default=d["threshold"],
                    help="type III significance (default: %(default)s)")
     p.add_argument("--type2-threshold", type=_positive_float, default=d["type2_threshold"],
@@ -871,8 +877,19 @@ def detect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _file_rows(paths: list[str], product: str, current: list[str]) -> Any:
+    """The rows of ``paths`` one after the other (``current[0]``: the file being read)."""
+    from .detect import reader_rows
+    from .readers import open_spectra
+
+    for path in paths:
+        current[0] = path
+        with open_spectra(path) as r:
+            yield from reader_rows(r, product)[2]
+
+
 def detect_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sunspec-detect``: the live detector over archive files."""
+    """Entry point of ``sunspec-detect``: the live detector over spectrum files."""
     import csv
     import json
     import sys
@@ -881,50 +898,65 @@ def detect_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _require_extra(parser, "archive", "sunspec-detect")
     _configure_logging(args.log_level)
-    from .archive import read_archive
-    from .detect import DetectorConfig, RowChunk, detect_chunks
+    import numpy as np
+
+    from .detect import DetectorConfig, detect_chunks, reader_rows, stream_name
+    from .readers import UnsupportedFile, open_spectra
 
     config = DetectorConfig(threshold=args.threshold, type2_threshold=args.type2_threshold)
-    archives = []
+    failed: list[str] = []
+
+    def fail(path: str, why: str) -> None:
+        failed.append(f"cannot read {path}: {why}")
+
+    # look at every file first: its facts decide its group; files are reopened to search
+    found: list[tuple[int, tuple[Any, ...], str]] = []
     for path in args.files:
         try:
-            archives.append(read_archive(path))
+            with open_spectra(path) as r:
+                unit, step, _ = reader_rows(r, args.product)
+                first = next(iter(r.chunks(1)), None)
+                if first is None:  # no rows: nothing to search
+                    continue
+                freqs = None if r.freqs_hz is None else tuple(r.freqs_hz.tolist())
+                key = (r.nchan, freqs, unit, step, args.product or r.pols[0],
+                       stream_name(r), getattr(r.meta, "beam", None) or getattr(r, "beam", None))
+                found.append((int(first.end_tag[0]), key, path))
         except OSError as exc:
-            parser.error(f"cannot read {path}: {exc.strerror or exc}")
-        except Exception as exc:  # a file of another kind: its reader says why
-            parser.error(f"cannot read {path}: {exc}")
-    archives = [a for a in archives if len(a)]
-    archives.sort(key=lambda a: int(a.end_tag[0]))
+            fail(path, exc.strerror or str(exc))
+        except (UnsupportedFile, ValueError) as exc:
+            fail(path, str(exc).removeprefix(f"{path}: "))
+    if not found and failed:
+        parser.error("; ".join(failed))
+    found.sort(key=lambda f: f[0])
+    # consecutive files (in time) of one geometry are one sequence for one detector
+    groups: list[tuple[tuple[Any, ...], list[str]]] = []
+    for _, key, path in found:
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(path)
+        else:
+            groups.append((key, [path]))
+
     writer = csv.DictWriter(sys.stdout, DETECT_CSV_FIELDS, extrasaction="ignore") \
         if args.csv else None
     if writer is not None:
         writer.writeheader()
-    # consecutive files of one geometry are one sequence for one detector
-    groups: list[list[Any]] = []
-    for a in archives:
-        prev = groups[-1][-1] if groups else None
-        same = prev is not None and prev.data.shape[1] == a.data.shape[1] and (
-            (prev.freqs_hz is None and a.freqs_hz is None) or
-            (prev.freqs_hz is not None and a.freqs_hz is not None and
-             bool((prev.freqs_hz == a.freqs_hz).all())))
-        if same:
-            groups[-1].append(a)
-        else:
-            groups.append([a])
-    for group in groups:
-        first = group[0]
-        freqs = None if first.freqs_hz is None else first.freqs_hz / 1e6
-        chunks = (RowChunk(a.data[i:i + 256], a.end_tag[i:i + 256])
-                  for a in group for i in range(0, len(a), 256))
+    for key, paths in groups:
+        _, freqs, unit, step, product, stream, beam = key
+        current = [paths[0]]
+        mhz = None if freqs is None else np.asarray(freqs) / 1e6
         try:
-            for rec in detect_chunks(chunks, freqs_mhz=freqs, unit=args.unit, config=config,
-                                     stream=first.meta.station, beam=first.meta.beam,
+            for rec in detect_chunks(_file_rows(paths, product, current), freqs_mhz=mhz,
+                                     unit=unit, dt_s=step,
+                                     config=config, stream=stream, beam=beam,
                                      final_only=not args.all_revisions):
                 if writer is not None:
                     writer.writerow(rec)
                 else:
                     print(json.dumps(rec, separators=(",", ":")))
-        except ValueError as exc:
-            log.error("cannot search %s: %s", first, exc)
-            return 1
-    return 0
+                sys.stdout.flush()
+        except (OSError, UnsupportedFile, ValueError) as exc:
+            failed.append(f"cannot search {current[0]}: {exc}")
+    for line in failed:
+        print(f"sunspec-detect: {line}", file=sys.stderr)
+    return 1 if failed else 0

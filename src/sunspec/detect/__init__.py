@@ -7,6 +7,8 @@ a ring's dynamic spectrum (see :mod:`.search` for the method and its references)
   no I/O); :func:`detect_chunks` runs one over any sequence of Rows-like chunks (offline);
 - :class:`DetectorWorker` — a thread following a :class:`~sunspec.source.StreamSource`'s
   ring, writing a JSON-lines log and publishing events and heartbeats on a PUB socket;
+- :func:`reader_rows` — one product of a spectrum file (``sunspec.readers``) as the
+  detector's rows (instrument digits turned into dB), :func:`stream_name` its stream;
 - :class:`DetectorConfig` — thresholds (recorded in every event), :data:`VERSION`.
 
 Event records and the PUB socket's messages are specified in docs/PROTOCOL.md.
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 from .config import VERSION, DetectorConfig
 from .detector import Detector, RowChunk, detect_chunks, row_interval_s
+from .files import SpectrumSource, reader_rows, stream_name
 from .sinks import DEFAULT_EVENTS_ENDPOINT, EventLog, EventPublisher
 from .worker import DetectorWorker
 
 __all__ = ["DEFAULT_EVENTS_ENDPOINT", "VERSION", "Detector", "DetectorConfig",
-           "DetectorWorker", "EventLog", "EventPublisher", "RowChunk", "detect_chunks",
-           "row_interval_s"]
+           "DetectorWorker", "EventLog", "EventPublisher", "RowChunk", "SpectrumSource",
+           "detect_chunks", "reader_rows", "row_interval_s", "stream_name"]
