@@ -572,8 +572,11 @@ class Receiver(Worker):
         if h.missing:
             self._blank_missing(h)
         nbad = reduce(ring.spare_row)
-        if nbad and (not h.missing or self._unflagged_nonfinite(
-                ring, h.missing, cand.factor if cand is not None else self._factor)):
+        factor = cand.factor if cand is not None else self._factor
+        if h.freqs_hz is not None and h.freqs_hz[0] > h.freqs_hz[-1]:
+            row = ring.data[ring.spare_row]
+            row[:] = row[::-1].copy()  # rows are kept in ascending frequency
+        if nbad and (not h.missing or self._unflagged_nonfinite(ring, h, factor)):
             self._reject(Reject.NONFINITE, f"{nbad} of {ring.nfreq} values not finite "
                          f"(frame ending {h.end_tag})")
             return
@@ -646,11 +649,14 @@ class Receiver(Worker):
         frame[self.beam_index, list(h.missing), :] = np.nan
 
     @staticmethod
-    def _unflagged_nonfinite(ring: RingBuffer, missing: tuple[int, ...], factor: int) -> bool:
-        """True if the spare row has a non-finite value outside the declared missing
-        channels (averaged ``factor`` to a row channel)."""
+    def _unflagged_nonfinite(ring: RingBuffer, h: FrameHeader, factor: int) -> bool:
+        """True if the spare row has a non-finite value outside the channels ``h`` declared
+        missing (averaged ``factor`` to a row channel; rows in ascending frequency)."""
         bad = ~np.isfinite(ring.data[ring.spare_row, : ring.nfreq])
-        bad[[m // factor for m in missing]] = False
+        rows = [m // factor for m in h.missing]
+        if h.freqs_hz is not None and h.freqs_hz[0] > h.freqs_hz[-1]:
+            rows = [ring.nfreq - 1 - i for i in rows]
+        bad[rows] = False
         return bool(bad.any())
 
     def _abandon(self, why: str) -> None:
@@ -699,9 +705,10 @@ class Receiver(Worker):
     @staticmethod
     def _freqs_hz(h: FrameHeader, geometry: tuple[Any, ...], factor: int
                   ) -> np.ndarray | None:
-        """Row frequencies: the explicit axis, the recorder's grid from ``chan0`` (the
-        header's or this receiver's) or from ``cfreq0``, each averaged over ``factor``
-        channels; ``None`` (channel indices) when the stream says none of these."""
+        """Row frequencies: the explicit axis (ascending: a descending one's rows are kept
+        reversed), the recorder's grid from ``chan0`` (the header's or this receiver's) or
+        from ``cfreq0``, each averaged over ``factor`` channels; ``None`` (channel indices)
+        when the stream says none of these."""
         chan0 = geometry[3]
         chan_bw = h.chan_bw if h.chan_bw is not None else (
             h.bw / h.nchan if h.bw is not None else CHAN_BW)
@@ -713,7 +720,8 @@ class Receiver(Worker):
             axis = np.asarray(h.cfreq0 + np.arange(h.nchan) * chan_bw, np.float64)
         else:
             return None
-        return axis.reshape(-1, factor).mean(axis=1)
+        freqs = axis.reshape(-1, factor).mean(axis=1)
+        return freqs[::-1].copy() if freqs[0] > freqs[-1] else freqs
 
     # --- sequences --------------------------------------------------------------------------
     def _track(self, sender_id: str | None, seq: int, ident: Any) -> _Sender | None:

@@ -43,6 +43,11 @@ class ArchiveMeta:
     proto: int = 1
     software: str = ""
     station: str = "OVRO-LWA"
+    unit: str = "linear"
+    db_per_digit: float | None = None
+    instrument: str | None = None
+    replay: bool = False
+    source: str | None = None
 
     @property
     def window_ticks(self) -> int | None:
@@ -86,7 +91,22 @@ def meta_from_stream_info(info: dict[str, Any], *, span_start_tag: int, span_s: 
         sender_id=info.get("sender_id") if isinstance(info.get("sender_id"), str) else None,
         proto=_opt_int(info.get("proto")) or 1,
         software=software,
+        station=_name(info.get("station")) or ArchiveMeta.station,
+        unit=info["unit"] if info.get("unit") in ("linear", "dB", "digits") else "linear",
+        db_per_digit=float(info["db_per_digit"]) if isinstance(
+            info.get("db_per_digit"), (int, float)) else None,
+        instrument=info.get("instrument") if isinstance(info.get("instrument"), str) else None,
+        replay=info.get("replay") is True,
+        source=info.get("source") if isinstance(info.get("source"), str) else None,
     )
+
+
+def _name(v: Any) -> str | None:
+    """A station name fit for file names: letters, digits and ``-`` (else None)."""
+    if not isinstance(v, str):
+        return None
+    clean = "".join(c if c.isascii() and (c.isalnum() or c == "-") else "-" for c in v)
+    return clean.strip("-")[:32] or None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,13 @@ _KEYS = {
     "span_start_tag": "SPANSTRT", "span_s": "SPAN", "product": "PRODUCT", "factor": "FACTOR",
     "chan_bw": "CHANBW", "chan0": "CHAN0", "beam": "BEAM", "navg": "NAVG", "nint": "NINT",
     "sender_id": "SENDERID", "proto": "PROTO", "software": "SOFTWARE", "station": "STATION",
+    "unit": "UNIT", "db_per_digit": "DBPERDIG", "instrument": "INSTNAME", "replay": "REPLAY",
+    "source": "SOURCE",
 }
+#: BUNIT of each ArchiveMeta unit
+_BUNIT = {"linear": ("arbitrary", "mean power, not divided by NAVG"),
+          "dB": ("dB", "decibels, averaged as such"),
+          "digits": ("digits", "log detector digits, DBPERDIG dB each")}
 
 
 def _fits_date(t: _dt.datetime) -> str:
@@ -67,14 +73,14 @@ def encode(rows: ArchiveData) -> bytes:
     hdr["DATE"] = (_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "File creation")
     hdr["CONTENT"] = f"{_fits_date(t0)}  Radio flux density, e-CALLISTO layout ({meta.station})"
     hdr["ORIGIN"] = ("OVRO", "Organization name")
-    hdr["TELESCOP"] = ("OVRO-LWA", "Type of instrument")
-    hdr["INSTRUME"] = (meta.station, "Name of the spectrometer")
+    hdr["TELESCOP"] = (meta.station, "Type of instrument")
+    hdr["INSTRUME"] = (meta.instrument or meta.station, "Name of the spectrometer")
     hdr["OBJECT"] = ("Sun", "object description")
     hdr["DATE-OBS"] = (_fits_date(t0), "Date observation starts")
     hdr["TIME-OBS"] = (_fits_time(t0), "Time observation starts")
     hdr["DATE-END"] = (_fits_date(t1), "date observation ends")
     hdr["TIME-END"] = (_fits_time(t1), "time observation ends")
-    hdr["BUNIT"] = ("arbitrary", "mean power, not divided by NAVG")
+    hdr["BUNIT"] = _BUNIT.get(meta.unit, _BUNIT["linear"])
     hdr["CRVAL1"] = (float(t0_tag % (86400 * FS)) / FS, "value on axis 1 at ref pixel [sec]")
     hdr["CRPIX1"] = (0, "reference pixel of axis 1")
     hdr["CTYPE1"] = ("Time [UT]", "title of axis 1")

@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -66,7 +66,7 @@ _TICK = 0.25
 _RETENTION_INTERVAL = 60.0
 #: what _final_name gives (``-N`` when the name was taken), and quarantined journals
 _EXT_PATTERN = "|".join(re.escape(ext) for ext in _EXTENSIONS)
-_ARCHIVE_NAME = re.compile(rf"{re.escape(ArchiveMeta.station)}_\d{{8}}_\d{{6}}_\d{{2,}}(-\d+)?"
+_ARCHIVE_NAME = re.compile(rf"(?P<station>[A-Za-z0-9-]+)_\d{{8}}_\d{{6}}_\d{{2,}}(_replay)?(-\d+)?"
                            rf"({_EXT_PATTERN})(\.part\.bad)?")
 
 
@@ -84,9 +84,11 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def is_archive_name(name: str) -> bool:
-    """True for the names of the files an ArchiveWriter publishes (or quarantines)."""
-    return _ARCHIVE_NAME.fullmatch(name) is not None
+def is_archive_name(name: str, stations: Iterable[str] = (ArchiveMeta.station,)) -> bool:
+    """True for the names of the files an ArchiveWriter publishes (or quarantines) for one
+    of ``stations`` (by default the OVRO-LWA's; a writer adds each station it wrote)."""
+    m = _ARCHIVE_NAME.fullmatch(name)
+    return m is not None and m["station"] in stations
 
 
 def _candidates(final: Path) -> Iterator[Path]:
@@ -288,6 +290,8 @@ class ArchiveWriter(Worker):
         self._retry_at = 0.0
         self._pending = False  # journals or files left to complete (a failure, a crash)
         self._retention_at = 0.0
+        #: stations whose archive files retention may delete: OVRO-LWA and each one written
+        self._stations = {ArchiveMeta.station}
         self._stats: dict[str, Any] = {
             "files_written": 0, "files_recovered": 0, "rows_written": 0, "rows_missed": 0,
             "rows_dropped": 0, "rows_skipped_sun": 0, "rows_recovered": 0, "rows_torn": 0,
@@ -427,7 +431,8 @@ class ArchiveWriter(Worker):
             return
         min_free = None if self.min_free_gb is None else round(self.min_free_gb * 1e9)
         try:
-            pruned = prune(self.directory, is_archive_name, keep_days=self.keep_days,
+            pruned = prune(self.directory, lambda name: is_archive_name(name, self._stations),
+                           keep_days=self.keep_days,
                            min_free_bytes=min_free, now=time.time())
         except OSError as exc:
             self._fail("retention", exc, retry=False)
@@ -485,6 +490,7 @@ class ArchiveWriter(Worker):
         meta = meta_from_stream_info(self.receiver.stream_info,
                                      span_start_tag=span * self._span_ticks,
                                      span_s=self.span, software=_software())
+        self._stations.add(meta.station)
         self.directory.mkdir(parents=True, exist_ok=True)
         final = next(p for p in _candidates(self._final_name(meta)) if not _taken(p))
         part = final.with_name(final.name + ".part")
@@ -497,7 +503,9 @@ class ArchiveWriter(Worker):
     def _final_name(self, meta: ArchiveMeta) -> Path:
         start = tag_to_datetime(meta.span_start_tag).strftime("%Y%m%d_%H%M%S")
         beam = meta.beam if meta.beam is not None else 0
-        return self.directory / f"{meta.station}_{start}_{beam:02d}{FORMATS[self.fmt].EXTENSION}"
+        replay = "_replay" if meta.replay else ""  # never an original span's name
+        return self.directory / (f"{meta.station}_{start}_{beam:02d}{replay}"
+                                 f"{FORMATS[self.fmt].EXTENSION}")
 
     def _close(self) -> None:
         """Complete the open file; if that fails its journal is kept and retried."""

@@ -181,6 +181,10 @@ class CallistoReader(SpectrumReader):
         self.instrument = str(hdr.get("INSTRUME", "")).strip()
         self.unit = _unit(str(hdr.get("BUNIT", "")))
         self.db_per_digit = db_per_digit if self.unit == "digits" else None
+        if self.meta is not None:  # sunspec's own file says what its stream said
+            self.unit, self.instrument = self.meta.unit, self.meta.instrument or self.instrument
+            if self.unit == "digits" and self.meta.db_per_digit is not None:
+                self.db_per_digit = self.meta.db_per_digit
         in_mhz = str(hdr.get("CTYPE2", "Frequency")).startswith("Frequency")
         self._keep = dedup_axis(freqs)
         self.freqs_hz = freqs[self._keep] * 1e6 if in_mhz else None

@@ -147,6 +147,9 @@ class LwaHdf5Reader(SpectrumReader):
             self.pols = (meta.product,)
             self.window_ticks = meta.window_ticks
             self.navg, self.factor, self.chan0 = meta.navg, meta.factor, meta.chan0
+            self.unit, self.db_per_digit = meta.unit, meta.db_per_digit
+            self.instrument = meta.instrument or self.instrument
+            self.station = meta.station
             self.nrows = len(self._time)
             self._stamp_offset = 0  # stamps are window ends
         else:
