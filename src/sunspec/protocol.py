@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .clock import datetime_to_tag, format_block_time, parse_block_time, tag_to_unix
+from .encodings import ENCODINGS
 
 __all__ = [
     "DATA_TYPE",
@@ -135,6 +136,8 @@ class FrameHeader(NamedTuple):
     replay: bool | None = None
     source: str | None = None
     missing: tuple[int, ...] = ()
+    encoding: str = "raw"
+    codec: dict[str, Any] | None = None  # the keys an encoding other than raw needs
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -246,6 +249,8 @@ _INT31_MAX = 2**31 - 1
 #: bound of every frequency key (Hz): far above any radio band; (chan0 + nchan) * chan_bw
 #: stays far below float32 overflow
 _FREQ_MAX = 1e12
+#: header keys of an encoding (docs/PROTOCOL.md part D), passed to its decoder unchecked
+_CODEC_PREFIX = "log8_"
 _SENDER_ID_MAX = 64
 _POLS_MAX = 256
 _NAME_MAX = 64
@@ -341,9 +346,11 @@ def _fields(h: dict[str, Any], get: Any, sender_id: str | None, seq: int | None)
         raise ProtocolError(Reject.DTYPE, f"data_type {dtype!r:.40}, only {DATA_TYPE!r} is "
                             "accepted")
     encoding = get("encoding", "raw")
-    if encoding != "raw":
+    if encoding not in ENCODINGS:
         raise ProtocolError(Reject.ENCODING, f"payload encoding {encoding!r:.40}; this "
-                            "receiver reads only 'raw'")
+                            f"receiver reads {', '.join(ENCODINGS)}")
+    codec = {k: v for k, v in h.items() if k.startswith(_CODEC_PREFIX)} if encoding != "raw" \
+        else None
     nbeam = _int(get("nbeam"), "nbeam", 1, _INT31_MAX)
     nchan = _int(get("nchan"), "nchan", 1, _INT31_MAX)
     npol = _int(get("npol"), "npol", 1, _INT31_MAX)
@@ -409,7 +416,7 @@ def _fields(h: dict[str, Any], get: Any, sender_id: str | None, seq: int | None)
     return FrameHeader(nbeam, nchan, npol, time_tag, timestamp, end_tag, proto, seq,
                        sender_id, start_tag, chan0, chan_bw, cfreq0, beam, nint, navg, bw,
                        pols, tuple(ignored), freqs, unit, db_per_digit, instrument, station,
-                       replay, source, missing)
+                       replay, source, missing, encoding, codec)
 
 
 def _axis(v: Any, nchan: int) -> tuple[float, ...]:

@@ -26,6 +26,7 @@ from ._log import RateLimitedLog
 from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
 from .curve import ClientKeys
+from .encodings import DecodeError, decode_into
 from .endpoint import check_endpoint
 from .kernels import FrameReducer, Product, product_code
 from .protocol import (
@@ -417,6 +418,7 @@ class Receiver(Worker):
         self._info_key: tuple[Any, ...] | None = None
         self._started_at = 0.0
         self._payload: np.ndarray | None = None
+        self._encoded: np.ndarray | None = None  # an encoded payload, while it is decoded
         self._geometry: tuple[Any, ...] | None = None
         self._reducer: FrameReducer | None = None
         self._candidate: _Candidate | None = None
@@ -513,6 +515,8 @@ class Receiver(Worker):
                 self._cur = self._track(h.sender_id, h.seq, ident)
                 if self._cur is None:
                     return  # a duplicate, counted
+            if h.encoding != "raw":
+                nbytes = self._decode(h, payload, nbytes)
             check_payload_size(h, nbytes)
             if h.ignored:
                 self._stats["keys_ignored"] += len(h.ignored)
@@ -551,6 +555,22 @@ class Receiver(Worker):
         self._count_rejected(reason)
         self._rlog.log(logging.WARNING, reason.value, "rejected message from %s: %s",
                        self.endpoint, detail)
+
+    def _decode(self, h: FrameHeader, payload: np.ndarray, nbytes: int) -> int:
+        """Decode an encoded payload (docs/PROTOCOL.md part D) in place: the encoded bytes
+        are copied aside, the frame written back into the payload buffer; returns its size."""
+        if h.nbytes > payload.nbytes:
+            raise ProtocolError(Reject.OVERSIZE, f"decoded frame of {h.nbytes} bytes exceeds "
+                                f"max_message_bytes = {payload.nbytes}")
+        if self._encoded is None or self._encoded.nbytes < nbytes:
+            self._encoded = np.empty(payload.nbytes, np.uint8)
+        encoded = self._encoded[:nbytes]
+        encoded[:] = payload[:nbytes]
+        meta = {**(h.codec or {}), "data_shape": list(h.shape)}
+        try:
+            return decode_into(h.encoding, encoded, payload[: h.nbytes], meta)
+        except DecodeError as exc:
+            raise ProtocolError(Reject(exc.reason), str(exc)) from None
 
     # --- rows and geometry ------------------------------------------------------------------
     def _accept(self, h: FrameHeader, arrival: float) -> None:

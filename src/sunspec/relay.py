@@ -316,6 +316,9 @@ class Relay(Worker):
                 raise protocol.ProtocolError(protocol.Reject.OVERSIZE,
                                              f"payload of {len(parts[2])} bytes")
             header = protocol.parse_header(parts[1])
+            if header.encoding != "raw":  # re-encoding would need decoding: follow raw ports
+                raise protocol.ProtocolError(protocol.Reject.ENCODING, "an upstream must be "
+                                             f"raw, got {header.encoding!r}")
             protocol.check_payload_size(header, len(parts[2]))
         except protocol.ProtocolError as exc:
             st["rejected"][exc.reason.value] += 1
