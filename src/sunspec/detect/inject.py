@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..clock import CHAN_BW, FS, datetime_to_tag
+from ..clock import FS, channel_freqs_hz, datetime_to_tag
 from .events import iso_utc
 from .search import ah_delay_s
 
@@ -38,8 +38,7 @@ __all__ = ["RFI", "Injection", "Scenario", "ovro_freqs_mhz", "random_scenario"]
 
 def ovro_freqs_mhz(nchan: int = 1536, chan0: int = 600, factor: int = 2) -> np.ndarray:
     """Channel centres (MHz) of the OVRO-LWA rows: ``factor`` recorder channels averaged."""
-    first = chan0 + (factor - 1) / 2
-    return (first + factor * np.arange(nchan)) * CHAN_BW / 1e6
+    return channel_freqs_hz(chan0, nchan * factor, factor) / 1e6
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..clock import CHAN_BW, FS, tag_to_datetime, ticks_per_spectrum, unix_to_tag
+from ..clock import CHAN_BW, FS, channel_freqs_hz, tag_to_datetime, ticks_per_spectrum, unix_to_tag
 from .config import SimConfig
 from .events import Event, RFILine, Spike, TypeII, TypeIII
 from .scenario import EventSource, rfi_lines
@@ -98,7 +98,7 @@ class Simulator:
         self.start_tag = int(start_tag)
         self.spectrum_seconds = tps / FS
         self.gulp_seconds = ntime_gulp * self.spectrum_seconds
-        self.freqs_mhz = ((chan0 + np.arange(nchan)) * CHAN_BW / 1e6).astype(np.float32)
+        self.freqs_mhz = (channel_freqs_hz(chan0, nchan) / 1e6).astype(np.float32)
         self._f = self.freqs_mhz.astype(np.float64)
         self.band = (float(self._f[0]), float(self._f[-1]))
         f = self._f
