@@ -11,7 +11,6 @@ nothing while the stream is quiet, and checks for :meth:`Receiver.stop` before e
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -60,6 +59,11 @@ _BATCH = 256
 #: while a stream stays stalled, its warning is repeated this often (s)
 STALL_REPEAT = 300.0
 
+#: monitor events: a disconnection, and ZeroMQ's own reconnection attempts after one
+_MONITORED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED
+              | zmq.EVENT_CONNECTED)
+#: seconds a disconnection may go without a reconnection attempt before the socket is renewed
+_ORPHAN_S = 1.0
 #: recent seq numbers per sender remembered to tell duplicates and late arrivals apart
 _SEQ_WINDOW = 64
 #: senders whose sequences are followed at once (the least recently heard is forgotten)
@@ -250,17 +254,7 @@ class Receiver(Worker):
 
     def _prepare(self) -> tuple[zmq.Socket, zmq.Socket]:
         """Connect the SUB socket the receiving thread will own, and its monitor."""
-        ctx = self._context or zmq.Context.instance()
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        # ZeroMQ drops a connection that sends a larger frame before it is allocated
-        sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_message_bytes, self.max_header_bytes))
-        sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        if self.curve is not None:
-            self.curve.apply(sock)
-        sock.connect(self.endpoint)
+        sock, monitor = self._connect()
         self._started_at = time.time()
         # what was sent while we were stopped is not lost: every span starts afresh
         self._stats["last_seq"] = None
@@ -427,6 +421,22 @@ class Receiver(Worker):
         self._cur: _Sender | None = None  # sender of the message being handled
         self._since_gc = 0
 
+    def _connect(self) -> tuple[zmq.Socket, zmq.Socket]:
+        """A connected SUB socket and the monitor of its connections."""
+        ctx = self._context or zmq.Context.instance()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        # ZeroMQ drops a connection that sends a larger frame before it is allocated
+        sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_message_bytes, self.max_header_bytes))
+        sock.setsockopt(zmq.SUBSCRIBE, b"")  # all topics, so stray ones are seen and counted
+        monitor = sock.get_monitor_socket(_MONITORED)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        sock.connect(self.endpoint)
+        self._orphaned_at: float | None = None
+        return sock, monitor
+
     def _run(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
         topic = bytearray(len(TOPIC) + 1)
         header = bytearray(self.max_header_bytes)
@@ -442,8 +452,11 @@ class Receiver(Worker):
                 self._check_stalled()
                 events = dict(poller.poll(round(POLL_INTERVAL * 1000)))
                 if monitor in events:
-                    self._monitor_event(sock, monitor)
+                    self._monitor_event(monitor)
                 if sock not in events:
+                    if self._orphaned_at is not None and \
+                            time.monotonic() - self._orphaned_at >= _ORPHAN_S:
+                        sock, monitor = self._reconnect(poller, sock, monitor)
                     continue
                 for _ in range(_BATCH):
                     if stop.is_set():
@@ -461,19 +474,36 @@ class Receiver(Worker):
             monitor.close(linger=0)
             sock.close(linger=0)
 
-    def _monitor_event(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
-        """Count a disconnection and connect again: ZeroMQ retries after a lost peer, but
-        not after a frame over MAXMSGSIZE, which it takes for a protocol error."""
+    def _monitor_event(self, monitor: zmq.Socket) -> None:
+        """Count a disconnection. ZeroMQ retries after a lost peer (a retry event follows),
+        but not after a frame over MAXMSGSIZE, which it takes for a protocol error: a
+        disconnection no retry follows within :data:`_ORPHAN_S` is repaired by
+        :meth:`_reconnect`, once every message already queued has been read."""
         event = recv_monitor_message(monitor)
         if event["event"] != zmq.EVENT_DISCONNECTED:
+            self._orphaned_at = None  # ZeroMQ is connecting again by itself
             return
         self._stats["disconnects"] += 1
+        self._orphaned_at = time.monotonic()
         self._rlog.log(logging.WARNING, "disconnect", "disconnected from %s (the sender "
-                       "stopped, or sent a frame over %d bytes); connecting again",
-                       self.endpoint, max(self.max_message_bytes, self.max_header_bytes))
-        with contextlib.suppress(zmq.ZMQError):  # already gone
-            sock.disconnect(self.endpoint)
-        sock.connect(self.endpoint)
+                       "stopped, or sent a frame over %d bytes)", self.endpoint,
+                       max(self.max_message_bytes, self.max_header_bytes))
+
+    def _reconnect(self, poller: zmq.Poller, sock: zmq.Socket, monitor: zmq.Socket
+                   ) -> tuple[zmq.Socket, zmq.Socket]:
+        """Replace an idle socket whose connection ZeroMQ gave up on by a new one (closing
+        it, never disconnecting: ZeroMQ aborts when a connection ends between the frames of
+        a message being read)."""
+        log.info("connecting to %s again", self.endpoint)
+        for s in (sock, monitor):
+            poller.unregister(s)
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+        sock, monitor = self._connect()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        return sock, monitor
 
     def _receive_one(self, sock: zmq.Socket, topic: bytearray, header: bytearray,
                      payload: np.ndarray) -> None:
