@@ -270,6 +270,9 @@ class _Stream:
                 self._poll(broadcast=True)
             if not ring.wait(self._cursor, _WAIT):
                 continue
+            self._serve_requests()  # the last viewer may have left meanwhile
+            if not self._members:
+                continue
             rows = ring.since(self._cursor, _MAX_BATCH)
             self.counts["rows_missed"] += rows.missed
             self._post("broadcast", self, self._encode(rows))
@@ -830,10 +833,10 @@ class WebServer:
                     break
         finally:
             viewer.closed = True
+            stream.requests.put(("leave", viewer))  # before it stops counting as a viewer
+            stream.wake.set()
             del self._viewers[viewer.ident]
             stream.viewers.pop(viewer.ident, None)
-            stream.requests.put(("leave", viewer))
-            stream.wake.set()
             self._counts["dropped_rows_closed"] += viewer.dropped_rows
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)

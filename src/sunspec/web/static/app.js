@@ -57,7 +57,7 @@ function reset(meta) {
   // the header's beam number (the recorder's) and the receiver's index within the frame
   // are different things: the index is shown only when the frame holds several beams
   $("title").textContent = [s.name && s.name !== "stream" ? s.name : null,
-    s.instrument || null, s.station || null,
+    s.instrument || null, s.station && s.station !== s.name ? s.station : null,
     s.beam != null ? `beam ${s.beam}` : null,
     s.nbeam > 1 ? `beam index ${s.beam_index}` : null,
     s.product != null ? `product ${s.product}` : null,
@@ -253,15 +253,21 @@ function setupCanvas(cv) {
   return { ctx, w, h };
 }
 
-function freqTicks(ctx, x0, y0, plotH, vertical, length) {
-  // frequency axis along the waterfall's height (vertical) or the spectrum's width
-  const nf = state.nfreq, ends = [freqAt(0), freqAt(nf - 1)];
+function freqTickList(length, vertical) {
+  // [{label, frac}] of nice frequencies along an axis of ``length`` px; frac 0 = bottom/left
+  const nf = state.nfreq, ends = [freqAt(0), freqAt(nf - 1)], out = [];
   const lo = Math.min(...ends), hi = Math.max(...ends);
   const step = niceStep(Math.abs(hi - lo) || 1, Math.max(2, Math.floor(length / (vertical ? 45 : 90))));
-  for (let f = Math.ceil(lo / step - 1e-9) * step; f <= hi + 1e-9 * step; f += step) {
-    const ch = state.freqs ? chOfFreq(f) : f;
-    const frac = chFrac(ch);
-    const label = state.freqs ? +f.toFixed(3) + "" : String(Math.round(f));
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + 1e-9 * step; k++) {
+    const f = k * step, ch = state.freqs ? chOfFreq(f) : f;
+    out.push({ label: state.freqs ? +f.toFixed(3) + "" : String(Math.round(f)), frac: chFrac(ch) });
+  }
+  return out;
+}
+
+function freqTicks(ctx, x0, y0, plotH, vertical, length) {
+  // frequency axis along the waterfall's height (vertical) or the spectrum's width
+  for (const { label, frac } of freqTickList(length, vertical)) {
     if (vertical) {
       const y = y0 + plotH * (1 - frac);
       ctx.fillRect(x0 - 5, y, 5, 1);
@@ -552,15 +558,17 @@ async function pollStatus() {
     setCell("st-health", h ? h.health : "–", h && h.health === "failed" ? "bad" : h && h.health === "degraded" ? "warn" : "");
     $("st-health").title = h && h.reason ? h.reason : "";
     setCell("st-state", s.state || "–", s.state === "stalled" ? "warn" : "");
-    setCell("st-rate", `${(s.frame_rate || 0).toFixed(2)} /s`);
+    setCell("st-rate", s.frame_rate == null ? "–" : `${s.frame_rate.toFixed(2)} /s`);
     setCell("st-delay", secs(s.delay_s), s.delay_s > 5 ? "warn" : "");
     setCell("st-age", secs(s.data_age_s), s.data_age_s > 30 ? "bad" : s.data_age_s > 5 ? "warn" : "");
     setCell("st-latest", s.latest_time ? s.latest_time.slice(11, 22) : "–");
-    setCell("st-frames", String(s.frames_received));
-    setCell("st-held", `${s.frames_held} / ${s.buffer_shape[0]}`);
-    setCell("st-lost", String(s.lost), s.lost ? "warn" : "");
-    setCell("st-rejected", String(s.rejected_total), s.rejected_total ? "warn" : "");
-    setCell("st-restarts", String(s.restarts));
+    // a stream served without a receiver's status (e.g. a replay) has none of these
+    const txt = (v) => v == null ? "–" : String(v);
+    setCell("st-frames", txt(s.frames_received));
+    setCell("st-held", s.buffer_shape ? `${s.frames_held} / ${s.buffer_shape[0]}` : "–");
+    setCell("st-lost", txt(s.lost), s.lost ? "warn" : "");
+    setCell("st-rejected", txt(s.rejected_total), s.rejected_total ? "warn" : "");
+    setCell("st-restarts", txt(s.restarts));
     setCell("st-sender", s.sender_id || "–");
     setCell("st-endpoint", s.endpoint || "–");
     const st = s.stream || {};
