@@ -13,8 +13,8 @@ comes from this run.
 
 Targets (issue 5): p99 <= 100 ms with 50 viewers, <= 3 KB per row per viewer, no ingest loss;
 (issue 17): 1,000 viewers at 2 rows/s with p99 <= 100 ms; a page server without viewers costs
-nothing measurable per row (compared with a receiver without one, and with the cost of encoding
-each row, which the server paid for every row before encoding became lazy).
+nothing measurable per row (compared with a receiver without one in the same run; before
+encoding became lazy, the server encoded every row whether watched or not: +0.40 ms per row).
 
     python benchmarks/bench_web.py [--quick]
 """
@@ -119,23 +119,6 @@ async def _viewers(url: str, n: int) -> None:
 
 
 # --- the measuring process -----------------------------------------------------------------
-def encode_cost(n: int = 200) -> float:
-    """CPU seconds to encode one 1536-channel row for viewers (what the server spent on every
-    row before encoding was lazy), the median of ``n``."""
-    from sunspec.ring import Rows
-    from sunspec.web.codec import encode_rows
-
-    data = np.random.default_rng(1).random((1, 1536), dtype=np.float32) * 1e6 + 1e5
-    rows = Rows(data, np.zeros(1, np.int64), np.zeros(1), np.zeros(1, np.int64), np.zeros(1),
-                0, 0, None)
-    times = []
-    for _ in range(n):
-        t0 = time.process_time()
-        encode_rows(rows)
-        times.append(time.process_time() - t0)
-    return float(np.median(times))
-
-
 def _child(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -267,9 +250,7 @@ def main() -> None:
           f"= {1e6 * per_viewer / 2:.1f} us per row per viewer")
     bare, idle = find(100, -1)["cpu_per_row"], find(100, 0)["cpu_per_row"]
     print(f"CPU per row at 100/s: {1e3 * bare:.3f} ms without a web server, {1e3 * idle:.3f} ms "
-          f"with one and no viewer (+{1e3 * (idle - bare):.3f} ms); before (every row encoded "
-          f"whether watched or not) the server added at least {1e3 * encode_cost():.3f} ms "
-          "per row: encoding a 1536-channel row")
+          f"with one and no viewer (+{1e3 * (idle - bare):.3f} ms per row for the page server)")
     losses = sum(r["sent"] - r["received"] + r["lost"] + r["rejected"] for r in results)
     print(f"ingest losses over all runs: {losses} of {sum(r['sent'] for r in results)} frames")
 

@@ -410,7 +410,8 @@ function drawEvents(ctx, pw, ph) {
     ctx.strokeStyle = colour; ctx.setLineDash(ev.final ? [] : [5, 3]);
     ctx.strokeRect(box.x0, box.top, box.x1 - box.x0, box.bottom - box.top);
     const label = `${ev.type} snr ${fmt(ev.snr)}`, tw = ctx.measureText(label).width;
-    const ty = box.top - 2 < WF.top + 14 ? box.bottom + 15 : box.top - 2;
+    // above the box, else below it, else inside its top edge
+    const ty = box.top - 2 >= WF.top + 14 ? box.top - 2 : box.bottom + 15 <= WF.top + ph ? box.bottom + 15 : box.top + 16;
     const lx = Math.max(WF.left, Math.min(box.x0, WF.left + pw - tw - 6));  // inside the plot
     ctx.fillStyle = "rgba(17,20,24,0.75)"; ctx.fillRect(lx, ty - 13, tw + 6, 14);
     ctx.fillStyle = colour; ctx.fillText(label, lx + 3, ty);
