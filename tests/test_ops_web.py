@@ -291,3 +291,45 @@ def test_api_health_is_200_unless_failed_and_strict_wants_ok(pub):
             worker.stop()
     finally:
         rx.stop()
+
+
+def test_recv_with_detect_feeds_the_live_view_its_events_and_background(tmp_path):
+    """``sunspec-recv --demo --web --detect``: the page server is handed the detector's
+    events and background (the detector starts first), so /api/events answers for it and a
+    viewer receives the events list and, once the detector has a background, that too."""
+    proc = subprocess.Popen([sys.executable, "-m", "sunspec", "--demo", "--web", "--web-port",
+                             "0", "--detect", "--no-events-endpoint", "--events-dir",
+                             str(tmp_path), "--status-interval", "60"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        for line in proc.stderr:  # bounded: the process logs the URL at start or ends
+            if "live view on " in line:
+                url = line.split("live view on ")[1].strip()
+                break
+        assert url, "no live view started"
+        with urllib.request.urlopen(url + "api/events", timeout=10) as resp:  # loopback
+            assert json.load(resp) == {"stream_name": "stream", "detector": True,
+                                       "events": []}
+
+        async def view() -> set[str]:
+            kinds: set[str] = set()
+            async with aiohttp.ClientSession() as s, s.ws_connect(url + "ws",
+                                                                  max_msg_size=0) as ws:
+                while "background" not in kinds:
+                    msg = await ws.receive(timeout=30)
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        obj = json.loads(msg.data)
+                        kinds.add(obj["type"])
+                        if obj["type"] == "meta" and obj["nfreq"]:
+                            assert obj["detector"] and obj["background"]
+            return kinds
+
+        assert {"hello", "meta", "events", "background"} <= asyncio.run(
+            asyncio.wait_for(view(), 60))
+        proc.send_signal(2)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -129,3 +129,88 @@ def test_writer_skips_when_no_new_row_and_validates_arguments(tmp_path):
     for bad in ({"interval": 0}, {"keep": 0}, {"prefix": "a/b"}):
         with pytest.raises(ValueError):
             SnapshotWriter(rx, tmp_path, **bad)
+
+
+def test_an_uneven_descending_db_axis_with_gaps_replay_and_events(tmp_path):
+    """An e-CALLISTO-like stream: 192 uneven channels 92 -> 20 MHz, values in dB (drawn as
+    they are, never 10 log10 again), missing channels grey, a replay marked, events boxed."""
+    from matplotlib.collections import QuadMesh
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Rectangle
+
+    from sunspec.snapshot import GAP_COLOUR, snapshot_figure
+
+    x = np.linspace(0.0, 1.0, 192)
+    freqs = 92.0 - 72.0 * x**1.6
+    data = 40.0 + 20.0 * x[None, :] + np.zeros((60, 1))
+    data[:, 50:55] = np.nan
+    r = rows(data, freqs)
+    t = [str(v) + "Z" for v in r.times]
+    events = [{"id": "e1", "type": "III", "snr": 11.5, "final": True, "start_utc": t[10],
+               "end_utc": t[20], "f_low_mhz": 30.0, "f_high_mhz": 85.0},
+              {"id": "e0", "type": "II", "snr": 6.0, "final": True,  # before these rows
+               "start_utc": "2020-01-01T00:00:00.000Z", "end_utc": "2020-01-01T00:01:00.000Z",
+               "f_low_mhz": 30.0, "f_high_mhz": 85.0}]
+    fig = snapshot_figure(r, unit="dB", replay="GAURI_20240516_000000_59.fit.gz",
+                          events=events, title="sunspec  GAURI")
+    ax_wf = fig.axes[1]
+    assert ax_wf.get_ylim()[0] == pytest.approx(20.0, abs=0.5)
+    assert ax_wf.get_ylim()[1] == pytest.approx(92.0, abs=0.5)
+    assert "uneven" in ax_wf.get_ylabel()
+    mesh = next(c for c in ax_wf.collections if isinstance(c, QuadMesh))
+    drawn = mesh.get_array()
+    assert np.ma.is_masked(drawn) and drawn.mask.reshape(192, 60)[50:55].all()
+    # the values drawn are the dB values themselves
+    np.testing.assert_allclose(np.ma.compressed(drawn).max(), 60.0)
+    np.testing.assert_allclose(np.ma.compressed(drawn).min(), 40.0)
+    assert mesh.get_cmap().get_bad().tolist() == list(to_rgba(GAP_COLOUR))
+    assert fig.axes[2].get_ylabel() == "Power (dB)"  # the colour bar
+    boxes = [p for p in ax_wf.patches if isinstance(p, Rectangle)]
+    assert len(boxes) == 1 and (boxes[0].get_y(), boxes[0].get_height()) == (30.0, 55.0)
+    assert any(tx.get_text() == "III snr 11.5" for tx in ax_wf.texts)
+    assert "REPLAY of GAURI_20240516_000000_59.fit.gz" in fig._suptitle.get_text()
+    # digits: instrument digits times their dB step, said in the label
+    fig = snapshot_figure(rows(data / 0.4, freqs), unit="digits", db_per_digit=0.4)
+    assert fig.axes[2].get_ylabel() == "Power (dB: instrument digits x 0.4)"
+    mesh = next(c for c in fig.axes[1].collections if isinstance(c, QuadMesh))
+    np.testing.assert_allclose(np.ma.compressed(mesh.get_array()).max(), 60.0, rtol=1e-5)
+
+
+def test_the_writer_draws_its_sources_metadata_and_events(tmp_path, monkeypatch):
+    """SnapshotWriter takes the unit, replay and title from ``stream_info`` and the events
+    from its ``events`` callable."""
+    from sunspec import snapshot
+    from sunspec.ring import RingBuffer
+
+    class Source:
+        name = "GAURI"
+
+        def __init__(self):
+            self.stream_info = {"name": "GAURI", "unit": "dB", "instrument": "e-CALLISTO",
+                                "station": "Gauribidanur", "replay": True,
+                                "source": "x.fit.gz"}
+            self.ring = RingBuffer(30, 16, freqs_hz=np.linspace(92e6, 20e6, 16))
+
+        def wait_for_ring(self, timeout=None):
+            return self.ring
+
+    src = Source()
+    for i in range(30):
+        src.ring.data[src.ring.spare_row] = 50.0 + i % 3
+        src.ring.commit(clock.unix_to_tag(1.75e9 + i), 1.75e9 + i, i, time.time())
+    asked: list[int] = []
+    seen: dict = {}
+    real = snapshot.snapshot_figure
+
+    def spy(rows, **kw):
+        seen.update(kw)
+        return real(rows, **kw)
+
+    monkeypatch.setattr(snapshot, "snapshot_figure", spy)
+    writer = SnapshotWriter(src, tmp_path, events=lambda n: asked.append(n) or [
+        {"id": "a", "type": "III", "snr": 9.0, "start_utc": "2025-06-15T23:46:45.000Z",
+         "end_utc": "2025-06-15T23:46:50.000Z", "f_low_mhz": 30.0, "f_high_mhz": 60.0}])
+    read_png(writer.write_once())
+    assert asked and seen["unit"] == "dB" and seen["replay"] == "x.fit.gz"
+    assert "e-CALLISTO" in seen["title"] and "Gauribidanur" in seen["title"]
+    assert [e["id"] for e in seen["events"]] == ["a"]

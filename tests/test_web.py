@@ -64,12 +64,6 @@ def send(pub: RawPublisher, rx: Receiver, n: int, nchan: int = NCHAN, pace: floa
     assert wait_until(lambda: rx.get_buffer_status()["frames_received"] >= start + n, 10)
 
 
-def fanned_out(server, n: int) -> None:
-    """Wait until the server's fan-out has taken ``n`` rows of the current ring."""
-    st = server.status
-    assert wait_until(lambda: st()["rows_encoded"] + st()["rows_missed"] >= n)
-
-
 async def get(url: str) -> tuple[int, str, bytes]:
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         return r.status, r.content_type, await r.read()
@@ -223,7 +217,6 @@ def test_api_is_read_only_and_works_before_any_data(server):
 # --- WebSocket -------------------------------------------------------------------------------
 def test_websocket_backfills_the_ring_then_pushes_each_row_once(pub, rx, server):
     send(pub, rx, 40)  # more than the ring holds (32)
-    fanned_out(server, 40)
     held = rx.get_latest(32)
     result: list[Viewer] = []
 
@@ -267,7 +260,6 @@ def test_a_full_size_row_costs_under_3_kb_per_viewer(pub, rx, server):
 
 def test_geometry_change_sends_a_reset_and_the_new_rings_rows(pub, rx, server):
     send(pub, rx, 3)
-    fanned_out(server, 3)
     views: list[Viewer] = []
     backfilled = threading.Event()
 
@@ -357,3 +349,151 @@ def test_a_taken_port_raises_at_start(rx):
         with pytest.raises(OSError):
             serve(rx, port=s.getsockname()[1])
     assert not [th for th in threading.enumerate() if th.name.startswith("sunspec-web")]
+
+
+# --- missing channels, log units, lazy encoding, several streams, detector hooks --------------
+def test_codec_keeps_missing_channels_and_logarithmic_units_linear():
+    data = 10 ** np.random.default_rng(4).uniform(3, 6, (3, 40))
+    data[0, [3, 17]] = np.nan
+    data[1, :] = np.nan  # a row of nothing
+    _, _, vals = decode_rows(encode_rows(rows_of(data)))
+    assert np.isnan(vals[0, [3, 17]]).all() and np.isnan(vals[1]).all()
+    keep = np.isfinite(data)
+    np.testing.assert_allclose(vals[keep], data[keep], rtol=0.03)
+    db = np.linspace(20.0, 60.0, 40)[None, :].repeat(2, axis=0)  # dB values: quantised linearly
+    db[1, 5] = np.nan
+    msg = encode_rows(rows_of(db), log=False)
+    rec = np.frombuffer(msg, record_dtype(40), offset=12)
+    assert rec["mode"].tolist() == [0, 2]
+    _, _, vals = decode_rows(msg)
+    np.testing.assert_allclose(vals[0], db[0], atol=40 / 255 / 2 + 1e-5)
+    assert np.isnan(vals[1, 5]) and np.isfinite(np.delete(vals[1], 5)).all()
+
+
+class HandSource:
+    """A StreamSource around a real RingBuffer, filled by the test (no receiver)."""
+
+    def __init__(self, name: str, nfreq: int = 16, nrows: int = 20, info: dict | None = None):
+        from sunspec.ring import RingBuffer
+
+        self.name = name
+        self.stream_info = {"name": name, **(info or {})}
+        self.ring = RingBuffer(nrows, nfreq, freqs_hz=np.linspace(20e6, 80e6, nfreq))
+
+    def wait_for_ring(self, timeout=None):
+        from sunspec.source import wait_for_ring
+
+        return wait_for_ring(self, timeout)
+
+    def push(self, n: int, value: float = 1.0) -> None:
+        for _ in range(n):
+            ring = self.ring
+            ring.data[ring.spare_row] = value * (1 + ring.total)
+            t = 1.7e9 + ring.total
+            ring.commit(clock.unix_to_tag(t), t, ring.total, time.time())
+
+
+async def take(url: str, until, timeout: float = 10.0) -> list:
+    """Every message of one viewer of ``url`` (``ws?...``) until ``until(messages)``."""
+    got: list = []
+    async with aiohttp.ClientSession() as s, s.ws_connect(url, max_msg_size=0) as ws:
+        while not until(got):
+            msg = await ws.receive(timeout=timeout)
+            got.append(json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT
+                       else decode_rows(msg.data))
+    return got
+
+
+def rows_in(messages: list) -> list[int]:
+    return [i for m in messages if isinstance(m, tuple) for i in m[1].tolist()]
+
+
+def test_a_stream_without_viewers_costs_no_encoding_and_a_viewer_still_gets_the_ring():
+    src = HandSource("a")
+    with serve(src, port=0) as server:
+        src.push(50)  # more than the ring holds (20)
+        time.sleep(0.3)  # time for a fan-out that would encode eagerly (none should)
+        assert server.status()["rows_encoded"] == 0
+        got = asyncio.run(take(server.url + "ws", lambda m: len(rows_in(m)) >= 20))
+        assert rows_in(got) == list(range(30, 50))
+        assert server.status()["rows_encoded"] == 20
+        # after the last viewer leaves, new rows are not encoded again
+        assert wait_until(lambda: server.status()["viewers"] == 0)
+        src.push(10)
+        time.sleep(0.3)
+        assert server.status()["rows_encoded"] == 20
+
+
+def test_several_streams_each_with_its_own_viewers_api_and_events():
+    a, b = HandSource("a", nfreq=16), HandSource("b", nfreq=8, info={"unit": "dB"})
+    a.push(5, 1.0)
+    b.push(7, 2.0)
+    events = [{"id": "b-1", "revision": 0, "type": "III", "snr": 9.5, "final": False,
+               "start_utc": "2023-11-14T22:13:21.000Z", "end_utc": "2023-11-14T22:13:23.000Z",
+               "f_high_mhz": 80.0, "f_low_mhz": 40.0, "chan_high": 7, "chan_low": 2}]
+    with serve([a, b], port=0, events={"b": lambda n: events[-n:]}) as server:
+        assert server.streams == ["a", "b"]
+        streams = json.loads(fetch(server.url + "api/streams")[2])["streams"]
+        assert [(s["name"], s["detector"]) for s in streams] == [("a", False), ("b", True)]
+        assert streams[1]["info"]["unit"] == "dB"
+        got_b = asyncio.run(take(server.url + "ws?stream=b",
+                                 lambda m: len(rows_in(m)) >= 7 and any(
+                                     isinstance(x, dict) and x["type"] == "events" for x in m)))
+        meta = next(m for m in got_b if isinstance(m, dict) and m["type"] == "meta")
+        assert meta["nfreq"] == 8 and meta["stream"]["unit"] == "dB" and meta["detector"]
+        assert rows_in(got_b) == list(range(7))
+        values = np.concatenate([m[2] for m in got_b if isinstance(m, tuple)])
+        np.testing.assert_allclose(values[:, 0], 2.0 * np.arange(1, 8), rtol=0.01)
+        ev = next(m for m in got_b if isinstance(m, dict) and m["type"] == "events")
+        assert ev["events"] == events
+        got_a = asyncio.run(take(server.url + "ws", lambda m: len(rows_in(m)) >= 5))
+        assert next(m for m in got_a if isinstance(m, dict) and m["type"] == "meta")[
+            "nfreq"] == 16
+        assert json.loads(fetch(server.url + "api/events?stream=b&n=5")[2]) == {
+            "stream_name": "b", "detector": True, "events": events}
+        assert json.loads(fetch(server.url + "api/events")[2]) == {
+            "stream_name": "a", "detector": False, "events": []}
+        assert fetch(server.url + "api/events?stream=b&n=0")[2] and json.loads(
+            fetch(server.url + "api/events?stream=b&n=0")[2])["events"] == []
+        assert json.loads(fetch(server.url + "api/latest?stream=b&n=2")[2])["data"][1][0] == 14
+        assert json.loads(fetch(server.url + "api/status?stream=b")[2])["stream"]["name"] == "b"
+        for bad in ("api/latest?stream=c", "api/events?stream=c", "ws?stream=c"):
+            assert fetch(server.url + bad)[0] == 404
+        assert fetch(server.url + "api/events?n=x")[0] == 400
+        st = server.status()["streams"]
+        assert st["a"]["rows_encoded"] == 5 and st["b"]["rows_encoded"] == 7
+    with pytest.raises(ValueError, match="mapping by stream name"):
+        serve([a, b], port=0, events=lambda n: [])
+    with pytest.raises(ValueError, match="two streams"):
+        serve([a, HandSource("a")], port=0)
+
+
+def test_events_revisions_and_background_are_pushed_when_they_change():
+    src = HandSource("s", nfreq=8)
+    src.push(3)
+    records = {"e": {"id": "s-1", "revision": 0, "snr": 5.0}}
+    level = np.arange(8, dtype=np.float32)
+    level_ready = threading.Event()
+
+    def excess(data):  # linear rows -> dB above ``level``; None until "the detector started"
+        if not level_ready.is_set():
+            return None
+        out = 10 * np.log10(np.asarray(data, np.float32)) - level
+        out[..., 3] = np.nan  # a channel masked as RFI
+        return out
+
+    def until(m):
+        texts = [x for x in m if isinstance(x, dict)]
+        if any(t["type"] == "events" for t in texts) and not level_ready.is_set():
+            records["e"] = {"id": "s-1", "revision": 1, "snr": 8.0}
+            level_ready.set()
+        return any(t["type"] == "background" for t in texts) and any(
+            t["type"] == "events" and t["events"][0]["revision"] == 1 for t in texts)
+
+    with serve(src, port=0, events=lambda n: list(records.values()), excess_db=excess) as s:
+        got = asyncio.run(take(s.url + "ws", until))
+    texts = [x for x in got if isinstance(x, dict)]
+    revisions = [t["events"][0]["revision"] for t in texts if t["type"] == "events"]
+    assert revisions == [0, 1]  # sent once each: unchanged events are not sent again
+    bg = next(t for t in texts if t["type"] == "background")["db"]
+    assert bg[3] is None and bg[:3] == [0.0, 1.0, 2.0] and bg[4:] == [4.0, 5.0, 6.0, 7.0]

@@ -385,14 +385,29 @@ _SECTION_SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
                      receiver: Receiver, board: StatusBoard, running: ExitStack) -> None:
-    """Start what reads the ring from its own thread (live view, snapshots, archive) and
-    compose their status sections on ``board``."""
+    """Start what reads the ring from its own thread (burst detector, live view, snapshots,
+    archive) and compose their status sections on ``board``. The detector starts first: the
+    live view and the snapshots are handed its events (they import nothing of it)."""
+    detector = None
+    if args.detect:
+        from .detect import DetectorWorker
+
+        try:
+            detector = running.enter_context(DetectorWorker(
+                receiver, log_dir=args.events_dir or args.archive_dir,
+                events_endpoint=args.events_endpoint))
+        except zmq.ZMQError as exc:
+            _in_use(parser, "--events-endpoint", args.events_endpoint, exc)
+        board.add("detector", detector.status)
+        log.info("burst detection on; events published on %s", detector.endpoint)
     if args.web:
         from .web import serve
 
         try:
             server = serve(receiver, host=args.web_host, port=args.web_port,
                            status=receiver.get_buffer_status,
+                           events=detector.get_events if detector else None,
+                           excess_db=detector.excess_db if detector else None,
                            max_connections=args.web_max_connections,
                            max_viewers=args.web_max_viewers,
                            request_timeout=args.web_request_timeout,
@@ -406,7 +421,7 @@ def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
         snapshots = running.enter_context(SnapshotWriter(
             receiver, args.snapshot_dir, interval=args.snapshot_interval,
-            keep=args.snapshot_keep))
+            keep=args.snapshot_keep, events=detector.get_events if detector else None))
         board.add("snapshots", snapshots.status)
     if args.archive_dir:
         from .archive import ArchiveWriter
@@ -416,17 +431,6 @@ def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
             sun_above=args.archive_sun_above, keep_days=args.archive_keep_days,
             min_free_gb=args.archive_min_free))
         board.add("archive", writer.status)
-    if args.detect:
-        from .detect import DetectorWorker
-
-        try:
-            detector = running.enter_context(DetectorWorker(
-                receiver, log_dir=args.events_dir or args.archive_dir,
-                events_endpoint=args.events_endpoint))
-        except zmq.ZMQError as exc:
-            _in_use(parser, "--events-endpoint", args.events_endpoint, exc)
-        board.add("detector", detector.status)
-        log.info("burst detection on; events published on %s", detector.endpoint)
 
 
 def _curve_keys(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:

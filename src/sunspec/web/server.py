@@ -1,19 +1,31 @@
 """The live view's server: aiohttp HTTP + WebSocket on its own thread and asyncio loop.
 
-Data flow (one way, as everywhere in sunspec)::
+Data flow (one way, as everywhere in sunspec), for each stream served::
 
-    source ──ring──> fan-out thread   ──call_soon_threadsafe──> loop ──> per-viewer queues
-                       (ring.wait/since,                         (history of encoded rows
-                        encodes each row once)                    for backfill)
+    source ──ring──> fan-out thread    ──call_soon_threadsafe──> loop ──> per-viewer queues
+                      (only while the stream
+                       has viewers: ring.wait/since,
+                       encodes each row once)
 
-One thread reads the ring and encodes every row once (:mod:`.codec`); the loop hands the same
-bytes to every viewer. Each viewer has a bounded queue drained by its own task: a viewer that
-reads slowly, or not at all, loses its oldest rows (counted) and holds up nobody. A new viewer
-gets the stream's metadata and the whole ring from the loop's history of encoded rows, in the
-same loop turn in which it joins the fan-out, so it sees every row exactly once.
+One thread per stream reads its ring and encodes every row once (:mod:`.codec`); the loop
+hands the same bytes to every viewer of that stream. Encoding is lazy: a stream nobody
+watches costs nothing per row (its thread sleeps until a viewer comes); the first viewer
+makes the thread encode what the ring holds, and it keeps those encoded rows (the history,
+at most one ring) for the backfill of the viewers after it, until the last one leaves. The
+thread answers each viewer's join itself, between two batches of rows, and queues its
+metadata and backfill in the loop before any later row: a viewer sees every row exactly once.
 
-Nothing served writes files or runs anything: the routes are the page's three static files,
-``/ws`` and the read-only ``/api/*``.
+Each viewer has a bounded queue drained by its own task: a viewer that reads slowly, or not at
+all, loses its oldest rows (counted) and holds up nobody. When the stream has a burst
+detector (``events``, ``excess_db``), the thread polls it while viewers watch and sends them
+its events (a text message of type ``events`` when they change) and its running background
+(``background``, dB per channel, when it changes): the page subtracts it from the rows it
+holds, so the background-subtracted view costs no second encoding and applies at once to the
+whole backfill (columns older than the newest estimate are shown against the newest).
+
+Nothing served writes files or runs anything: the routes are the page's static files, ``/ws``
+and the read-only ``/api/*``; ``?stream=NAME`` picks one of several streams (default: the
+first).
 
 Guards for a server that runs unattended for months: at most ``max_connections`` connections
 (more are answered 503 and closed at once) and ``max_viewers`` WebSocket viewers (503), both
@@ -32,15 +44,16 @@ import itertools
 import json
 import logging
 import math
+import queue
 import resource
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiohttp import WSMsgType, web
@@ -59,23 +72,43 @@ from . import (
 )
 from .codec import HEADER, MAGIC, encode_rows, record_dtype
 
-__all__ = ["WebServer", "serve"]
+__all__ = ["EventsFn", "ExcessFn", "StatusFn", "WebServer", "serve"]
 
 log = logging.getLogger(__name__)
+
+#: the program's composed status (e.g. ``Receiver.get_buffer_status``)
+StatusFn = Callable[[], dict[str, Any]]
+#: the newest ``n`` event records, oldest first (e.g. ``DetectorWorker.get_events``)
+EventsFn = Callable[[int], list[dict[str, Any]]]
+#: rows (n, nchan) in the stream's unit -> dB above the running background, or None
+#: (e.g. ``DetectorWorker.excess_db``)
+ExcessFn = Callable[[np.ndarray], "np.ndarray | None"]
 
 #: static files of the page: name -> content type
 _STATIC = {"index.html": "text/html", "app.js": "text/javascript",
            "colormaps.js": "text/javascript", "style.css": "text/css"}
 #: at most this many rows per WebSocket message (backfill and catch-up)
 _MAX_BATCH = 256
-#: seconds the fan-out thread waits on the ring before checking for stop or a new ring
+#: seconds a fan-out thread waits on the ring (or for a viewer) before looking again
 _WAIT = 0.1
+#: seconds between polls of a detector's events and background while viewers watch
+_POLL = 0.5
+#: events sent to the page (the newest), and answered by /api/events without ``n``
+_EVENTS = 50
+#: stream_info keys the page is told
+_INFO_KEYS = ("name", "sender_id", "beam", "nbeam", "beam_index", "product", "factor",
+              "endpoint", "pols", "navg", "nint", "unit", "db_per_digit", "instrument",
+              "station", "replay", "source", "axis")
+#: units whose values are logarithmic already (never quantised in log10 again)
+_LOG_UNITS = ("dB", "digits")
 #: file descriptors left to the rest of the process when capping connections
 _FD_RESERVE = 64
 #: what a connection beyond the cap gets before it is closed
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
          b"Retry-After: 10\r\nConnection: close\r\nContent-Length: 33\r\n\r\n"
          b"too many connections, retry later")
+
+T = TypeVar("T")
 
 
 def fd_limit() -> int:
@@ -95,42 +128,49 @@ class _Refuse(asyncio.Protocol):
 
 @dataclass(frozen=True)
 class _Message:
-    """One message for the viewers: a JSON text (control) or rows in binary."""
+    """One message for the viewers: rows in binary, or a JSON text of ``kind`` ``meta`` (a
+    new geometry: replaces what is queued), ``events`` or ``background`` (replaces a queued
+    message of its kind)."""
 
     data: bytes | str
+    kind: str = "rows"
     nrows: int = 0
     records: tuple[bytes, ...] = ()
-
-    @property
-    def control(self) -> bool:
-        return isinstance(self.data, str)
 
 
 class _Viewer:
     """A connected WebSocket viewer: its bounded queue and counters (loop thread only)."""
 
-    def __init__(self, ident: int, ws: web.WebSocketResponse, peer: str, limit: int):
+    def __init__(self, ident: int, ws: web.WebSocketResponse, peer: str, limit: int,
+                 stream: str):
         self.ident = ident
         self.ws = ws
         self.peer = peer
         self.limit = limit
+        self.stream = stream
         self.queue: deque[_Message] = deque()
         self.wake = asyncio.Event()
         self.connected = time.time()
+        self.closed = False
         self.sent_rows = 0
         self.sent_bytes = 0
         self.dropped_rows = 0
 
     def push(self, msg: _Message) -> None:
-        """Queue ``msg``; a new stream geometry discards the old rows, a full queue its oldest."""
-        if msg.control:
+        """Queue ``msg``; a new stream geometry discards the old rows, a full queue its oldest
+        rows, a newer events or background message the queued one."""
+        if msg.kind == "meta":
             self.dropped_rows += sum(m.nrows for m in self.queue)
             self.queue.clear()
+        elif msg.kind != "rows":
+            self.queue = deque(m for m in self.queue if m.kind != msg.kind)
         else:
-            first = 1 if self.queue and self.queue[0].control else 0  # keep a pending meta
-            while len(self.queue) >= self.limit and len(self.queue) > first:
-                self.dropped_rows += self.queue[first].nrows
-                del self.queue[first]
+            while len(self.queue) >= self.limit:
+                oldest = next((i for i, m in enumerate(self.queue) if m.nrows), None)
+                if oldest is None:
+                    break
+                self.dropped_rows += self.queue[oldest].nrows
+                del self.queue[oldest]
         self.queue.append(msg)
         self.wake.set()
 
@@ -143,20 +183,290 @@ class _Viewer:
         self.sent_bytes += len(msg.data)
 
     def status(self) -> dict[str, Any]:
-        return {"id": self.ident, "peer": self.peer, "connected_s": time.time() - self.connected,
+        return {"id": self.ident, "peer": self.peer, "stream": self.stream,
+                "connected_s": time.time() - self.connected,
                 "queued_messages": len(self.queue), "sent_rows": self.sent_rows,
                 "sent_bytes": self.sent_bytes, "dropped_rows": self.dropped_rows}
 
 
+class _Stream:
+    """One stream served: its source and hooks, its attached viewers (loop thread) and the
+    state of its fan-out thread (that thread only, apart from ``requests``)."""
+
+    def __init__(self, name: str, source: StreamSource, status: StatusFn | None,
+                 events: EventsFn | None, excess_db: ExcessFn | None,
+                 post: Callable[..., None], stop: threading.Event):
+        self.name = name
+        self.source = source
+        self.read_status = status
+        self.events = events
+        self.excess_db = excess_db
+        self._post = post
+        self._stop = stop
+        self.viewers: dict[int, _Viewer] = {}  # attached: receiving rows (loop thread)
+        self.requests: queue.SimpleQueue[tuple[str, _Viewer]] = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+        self.counts = {"rows_encoded": 0, "rows_missed": 0, "resets": 0, "polls_failed": 0}
+        self._rlog = RateLimitedLog(log)
+        # fan-out thread state
+        self._ring: RingBuffer | None = None
+        self._cursor = 0
+        self._members = 0
+        self._history: deque[bytes] = deque()
+        self._backfill: list[_Message] | None = None
+        self._meta = _Message(self.meta_json(None), "meta")
+        self._events_msg: _Message | None = None
+        self._events_key: tuple[Any, ...] = ()
+        self._bg_msg: _Message | None = None
+        self._bg_key: list[Any] | None = None
+        self._next_poll = 0.0
+
+    # --- metadata -------------------------------------------------------------------------
+    @property
+    def log_unit(self) -> bool:
+        """The stream's values are logarithmic already (dB, instrument digits)."""
+        return self.source.stream_info.get("unit") in _LOG_UNITS
+
+    def info(self) -> dict[str, Any]:
+        info = self.source.stream_info
+        return {k: info.get(k) for k in _INFO_KEYS} | {"name": self.name}
+
+    def meta_json(self, ring: RingBuffer | None) -> str:
+        freqs = ring.freqs_mhz if ring is not None else None
+        return json.dumps(_nan_to_none({
+            "type": "meta", "stream_name": self.name,
+            "nrows": ring.nrows if ring is not None else 0,
+            "nfreq": ring.nfreq if ring is not None else 0,
+            "freqs_mhz": None if freqs is None else np.round(freqs, 6).tolist(),
+            "detector": self.events is not None, "background": self.excess_db is not None,
+            "stream": self.info(),
+        }), default=_jsonable)
+
+    # --- the fan-out thread ---------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as exc:  # a dead fan-out must be visible, not silent
+            self.failure = exc
+            log.error("web fan-out of %s failed: %r", self.name, exc, exc_info=True)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            current = self.source.ring
+            if current is not self._ring:
+                self._new_ring(current)
+            self._serve_requests()
+            ring = self._ring
+            if not self._members:
+                self.wake.wait(_WAIT)  # nobody watches: nothing is read or encoded
+                self.wake.clear()
+                continue
+            if ring is None:
+                self.source.wait_for_ring(_WAIT)
+                continue
+            if time.monotonic() >= self._next_poll:
+                self._poll(broadcast=True)
+            if not ring.wait(self._cursor, _WAIT):
+                continue
+            self._serve_requests()  # the last viewer may have left meanwhile
+            if not self._members:
+                continue
+            rows = ring.since(self._cursor, _MAX_BATCH)
+            self.counts["rows_missed"] += rows.missed
+            self._post("broadcast", self, self._encode(rows))
+
+    def _new_ring(self, ring: RingBuffer | None) -> None:
+        self._ring, self._cursor = ring, 0
+        self._meta = _Message(self.meta_json(ring), "meta")
+        self._history = deque(maxlen=ring.nrows if ring is not None else 0)
+        self._backfill = None
+        self._bg_msg, self._bg_key = None, None
+        self.counts["resets"] += 1
+        if self._members:
+            self._post("broadcast", self, self._meta)
+
+    def _serve_requests(self) -> None:
+        """Viewers joining get the metadata, the backfill and the detector's state in one
+        post, queued before any later row; the first one has the ring's rows encoded."""
+        while True:
+            try:
+                kind, viewer = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "leave":
+                self._members -= 1
+                if not self._members:  # the history is not kept for nobody
+                    self._history.clear()
+                    self._backfill = None
+                continue
+            if not self._members:
+                self._fill()
+                self._poll(broadcast=False)
+            self._members += 1
+            extra = [m for m in (self._events_msg, self._bg_msg) if m is not None]
+            self._post("attach", viewer, [self._meta, *self._backfill_messages(), *extra])
+
+    def _fill(self) -> None:
+        """Encode what the ring holds into the history (the first viewer's backfill)."""
+        self._history.clear()
+        self._backfill = None
+        ring = self._ring
+        if ring is None:
+            self._cursor = 0
+            return
+        target = ring.total
+        self._cursor = target - ring.held
+        while self._cursor < target:
+            rows = ring.since(self._cursor, min(_MAX_BATCH, target - self._cursor))
+            if not len(rows):
+                break
+            self._encode(rows)
+
+    def _encode(self, rows: Rows) -> _Message:
+        """Encode ``rows`` once: the message for live viewers; each row's record joins the
+        history for backfill."""
+        data = encode_rows(rows, log=not self.log_unit)
+        size = record_dtype(rows.data.shape[1]).itemsize
+        body = memoryview(data)[HEADER.itemsize:]
+        records = tuple(bytes(body[i * size:(i + 1) * size]) for i in range(len(rows)))
+        self._history.extend(records)
+        self._backfill = None
+        self._cursor = rows.next_index
+        self.counts["rows_encoded"] += len(rows)
+        return _Message(data, "rows", len(rows), records)
+
+    def _backfill_messages(self) -> list[_Message]:
+        if self._backfill is None:  # made once per new row, shared by the viewers joining
+            nfreq = self._ring.nfreq if self._ring is not None else 0
+            history = list(self._history)
+            self._backfill = []
+            for start in range(0, len(history), _MAX_BATCH):
+                chunk = history[start:start + _MAX_BATCH]
+                data = np.array([(MAGIC, len(chunk), nfreq)], HEADER).tobytes()
+                self._backfill.append(_Message(data + b"".join(chunk), "rows", len(chunk)))
+        return self._backfill
+
+    def _poll(self, broadcast: bool) -> None:
+        """Read the detector's events and background; new ones go to the viewers."""
+        self._next_poll = time.monotonic() + _POLL
+        for make in (self._events_message, self._background_message):
+            msg = self._guarded(make)
+            if msg is not None and broadcast:
+                self._post("broadcast", self, msg)
+
+    def _guarded(self, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except Exception as exc:  # a detector hook must not end the live view
+            self.counts["polls_failed"] += 1
+            self._rlog.log(logging.WARNING, fn.__name__, "web: %s of %s failed: %r",
+                           fn.__name__, self.name, exc)
+            return None
+
+    def _events_message(self) -> _Message | None:
+        if self.events is None:
+            return None
+        events = self.events(_EVENTS)
+        key = tuple((e.get("id"), e.get("revision")) for e in events)
+        if key == self._events_key and self._events_msg is not None:
+            return None
+        self._events_key = key
+        self._events_msg = _Message(json.dumps(_nan_to_none(
+            {"type": "events", "stream_name": self.name, "events": events}),
+            default=_jsonable), "events")
+        return self._events_msg
+
+    def _background_message(self) -> _Message | None:
+        ring = self._ring
+        if self.excess_db is None or ring is None:
+            return None
+        level = background_db(self.excess_db, ring.nfreq,
+                              self.source.stream_info.get("unit", "linear"))
+        key = None if level is None else np.round(level, 2).tolist()
+        if key is None or key == self._bg_key:
+            return None
+        self._bg_key = key
+        self._bg_msg = _Message(json.dumps(_nan_to_none(
+            {"type": "background", "stream_name": self.name, "db": key})), "background")
+        return self._bg_msg
+
+    def status(self) -> dict[str, Any]:
+        return {"viewers": len(self.viewers), "detector": self.events is not None,
+                **self.counts}
+
+
+def background_db(excess_db: ExcessFn, nfreq: int, unit: str) -> np.ndarray | None:
+    """The running background level per channel (dB) behind ``excess_db``: the excess of a
+    row whose dB value is 0 everywhere (1.0 in linear units, 0 in logarithmic ones) is minus
+    the level. None before an estimate exists (no answer, a geometry not yet followed, or a
+    level of exactly 0 dB in every channel, which is what a background without an estimate
+    holds); NaN in channels the detector masks (RFI)."""
+    probe = np.full((1, nfreq), 1.0 if unit not in _LOG_UNITS else 0.0, np.float32)
+    excess = excess_db(probe)
+    if excess is None:
+        return None
+    excess = np.asarray(excess, np.float64)
+    if excess.shape != (1, nfreq):
+        return None
+    level = -excess[0]
+    finite = level[np.isfinite(level)]
+    if not finite.size or not np.any(finite):
+        return None
+    return level
+
+
+def _by_name(what: str, value: T | Mapping[str, T] | None, names: list[str]) -> dict[str, T]:
+    """A hook per stream: a mapping by stream name, or one hook for a lone stream."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ValueError(f"{what} names streams not served: {sorted(unknown)}")
+        return dict(value)
+    if len(names) > 1:
+        raise ValueError(f"{what} of several streams must be a mapping by stream name")
+    return {names[0]: value}
+
+
+def _sources(sources: StreamSource | Sequence[StreamSource] | Mapping[str, StreamSource]
+             ) -> dict[str, StreamSource]:
+    if isinstance(sources, Mapping):
+        named = dict(sources)
+    elif isinstance(sources, StreamSource):
+        named = {sources.name: sources}
+    else:
+        named = {}
+        for src in sources:
+            if src.name in named:
+                raise ValueError(f"two streams are named {src.name!r}: pass a mapping")
+            named[src.name] = src
+    if not named:
+        raise ValueError("no stream to serve")
+    bad = [n for n in named if not n or any(c in n for c in "&?#/ ")]
+    if bad:
+        raise ValueError(f"stream names must be plain words, got {bad}")
+    return named
+
+
 class WebServer:
-    """Serve the live view of one stream (any :class:`~sunspec.source.StreamSource`, e.g. a
-    :class:`~sunspec.Receiver`) on ``http://host:port/`` (``port=0``: any free port).
+    """Serve the live view of one stream or several (any :class:`~sunspec.source.StreamSource`,
+    e.g. a :class:`~sunspec.Receiver`; several as a sequence, named by their ``name``, or a
+    mapping name -> source) on ``http://host:port/`` (``port=0``: any free port).
 
     ``/api/status`` answers ``status()`` (the program's composed status, e.g. a receiver's
-    ``get_buffer_status``); without it, the stream's metadata and this server's own section.
+    ``get_buffer_status``; with several streams, one function for all or a mapping by
+    stream name); without it, the stream's metadata and this server's own section.
 
     ``/api/health`` answers :func:`~sunspec.status.overall_health` of that status: 200 when
     ok or degraded, 503 when failed (``?strict=1``: 503 unless ok).
+
+    ``events`` (e.g. ``DetectorWorker.get_events``) and ``excess_db`` (e.g.
+    ``DetectorWorker.excess_db``), for one stream or a mapping by stream name, give the page
+    the burst detector's events (``/api/events``, markers and a list) and its
+    background-subtracted view. The server imports nothing of the detector.
 
     ``queue_limit`` bounds each viewer's queue (messages, usually one row each) and
     ``send_buffer`` the kernel's send buffer per viewer (bytes), so a viewer that stops reading
@@ -166,10 +476,14 @@ class WebServer:
     pages may use ``/ws`` and ``/api``; ``"*"``: any) are described in the module docstring.
     """
 
-    def __init__(self, source: StreamSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 *, status: Callable[[], dict[str, Any]] | None = None, queue_limit: int = 256,
-                 send_buffer: int = 256 * 1024, heartbeat: float = 15.0,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    def __init__(self, sources: StreamSource | Sequence[StreamSource]
+                 | Mapping[str, StreamSource], host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, *,
+                 status: StatusFn | Mapping[str, StatusFn] | None = None,
+                 events: EventsFn | Mapping[str, EventsFn] | None = None,
+                 excess_db: ExcessFn | Mapping[str, ExcessFn] | None = None,
+                 queue_limit: int = 256, send_buffer: int = 256 * 1024,
+                 heartbeat: float = 15.0, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_viewers: int = DEFAULT_MAX_VIEWERS,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  allow_origins: Sequence[str] = ()):
@@ -181,6 +495,12 @@ class WebServer:
         if not 0 < request_timeout < float("inf") or not 0 < heartbeat < float("inf"):
             raise ValueError("request_timeout and heartbeat must be > 0 s, got "
                              f"{request_timeout} and {heartbeat}")
+        named = _sources(sources)
+        names = list(named)
+        statuses: dict[str, StatusFn] = (
+            dict.fromkeys(names, status) if callable(status) else
+            _by_name("status", status, names))
+        hooks = _by_name("events", events, names), _by_name("excess_db", excess_db, names)
         room = max(fd_limit() - _FD_RESERVE, 8)
         if max_connections > room:
             log.warning("max_connections %d exceeds what the file-descriptor limit allows "
@@ -191,8 +511,6 @@ class WebServer:
         self.max_viewers = min(max_viewers, max_connections)
         self.request_timeout = request_timeout
         self.allow_origins = frozenset(o.rstrip("/").lower() for o in allow_origins)
-        self.source = source
-        self._status = status
         self.host = host
         self.port = port
         self.queue_limit = queue_limit
@@ -200,24 +518,29 @@ class WebServer:
         self.heartbeat = heartbeat
         self._static = {name: (resources.files(__package__) / "static" / name).read_bytes()
                         for name in _STATIC}
-        self._viewers: dict[int, _Viewer] = {}
-        self._ids = itertools.count(1)
-        self._history: deque[bytes] = deque()
-        self._meta = self._meta_json(None)
-        self._nfreq = 0
         self._stop = threading.Event()
+        self._streams = {name: _Stream(name, src, statuses.get(name), hooks[0].get(name),
+                                       hooks[1].get(name), self._post, self._stop)
+                         for name, src in named.items()}
+        #: the first stream's source (the one served by default)
+        self.source = named[names[0]]
+        self._viewers: dict[int, _Viewer] = {}  # every connected viewer
+        self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._fanout_thread: threading.Thread | None = None
         self._closing: asyncio.Event | None = None
-        self._counts = {"rows_encoded": 0, "rows_missed": 0, "resets": 0,
-                        "dropped_rows_closed": 0, "viewers_total": 0,
+        self._counts = {"dropped_rows_closed": 0, "viewers_total": 0,
                         "refused_connections": 0, "refused_viewers": 0, "refused_origin": 0,
                         "closed_idle": 0, "closed_stalled": 0, "accept_errors": 0}
         self._rlog = RateLimitedLog(log)
         self._server: web.Server | None = None
         self._idle_since: dict[RequestHandler, float] = {}  # connections not in a handler
         self._failure: BaseException | None = None
+
+    @property
+    def streams(self) -> list[str]:
+        """Names of the streams served, the default first."""
+        return list(self._streams)
 
     # --- lifecycle --------------------------------------------------------------------------
     @property
@@ -245,18 +568,21 @@ class WebServer:
             self._loop_thread.join()
             self._loop_thread = None
             raise errors[0]
-        self._fanout_thread = threading.Thread(target=self._fanout, daemon=True,
-                                               name="sunspec-web-fanout")
-        self._fanout_thread.start()
+        for st in self._streams.values():
+            st.thread = threading.Thread(target=st.run, daemon=True,
+                                         name=f"sunspec-web-fanout {st.name}")
+            st.thread.start()
         log.info("live view on %s", self.url)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close every viewer, stop serving and join both threads (idempotent)."""
+        """Close every viewer, stop serving and join every thread (idempotent)."""
         self._stop.set()
-        fanout, self._fanout_thread = self._fanout_thread, None
-        if fanout is not None:
-            fanout.join(timeout)
+        for st in self._streams.values():
+            st.wake.set()
+            fanout, st.thread = st.thread, None
+            if fanout is not None:
+                fanout.join(timeout)
         thread, self._loop_thread = self._loop_thread, None
         if thread is None:
             return
@@ -275,24 +601,30 @@ class WebServer:
 
     def status(self) -> dict[str, Any]:
         """Viewers, connections, their counters and health (any thread; a snapshot, not
-        locked)."""
+        locked); ``streams``: each stream's viewers and counters."""
         viewers = [v.status() for v in list(self._viewers.values())]
+        streams = {name: st.status() for name, st in self._streams.items()}
         connections = len(self._server.connections) if self._server is not None else 0
+        totals = {k: sum(s[k] for s in streams.values())
+                  for k in ("rows_encoded", "rows_missed", "resets")}
         return {"url": self.url, "running": self.running, **self._health(connections),
-                "viewers": len(viewers), "max_viewers": self.max_viewers,
+                "viewers": sum(s["viewers"] for s in streams.values()),
+                "max_viewers": self.max_viewers,
                 "connections": connections, "max_connections": self.max_connections,
                 "dropped_rows": self._counts["dropped_rows_closed"]
-                + sum(v["dropped_rows"] for v in viewers),
+                + sum(v["dropped_rows"] for v in viewers), **totals,
                 **{k: v for k, v in self._counts.items() if k != "dropped_rows_closed"},
-                "viewer": viewers}
+                "streams": streams, "viewer": viewers}
 
     def _health(self, connections: int) -> dict[str, Any]:
-        if self._failure is not None:
+        failure = self._failure or next((st.failure for st in self._streams.values()
+                                         if st.failure is not None), None)
+        if failure is not None:
             return {"health": "failed", "health_reason": f"web server thread ended by "
-                    f"{type(self._failure).__name__}: {self._failure}"}
+                    f"{type(failure).__name__}: {failure}"}
         if self._loop_thread is not None and not self._stop.is_set() and not (
-                self.running and self._fanout_thread is not None
-                and self._fanout_thread.is_alive()):
+                self.running and all(st.thread is not None and st.thread.is_alive()
+                                     for st in self._streams.values())):
             return {"health": "failed", "health_reason": "a web server thread ended"}
         busy = connections - len(self._idle_since)
         if busy >= self.max_connections or len(self._viewers) >= self.max_viewers:
@@ -317,7 +649,9 @@ class WebServer:
                         web.get("/api/status", self._api_status),
                         web.get("/api/health", self._api_health),
                         web.get("/api/latest", self._api_latest),
-                        web.get("/api/freqs", self._api_freqs)])
+                        web.get("/api/freqs", self._api_freqs),
+                        web.get("/api/events", self._api_events),
+                        web.get("/api/streams", self._api_streams)])
         app.add_routes([web.get(f"/{name}", self._page) for name in _STATIC])
         app.on_shutdown.append(self._close_viewers)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -448,66 +782,32 @@ class WebServer:
         await asyncio.gather(*(v.ws.close(code=1001, message=b"server stopping")
                                for v in list(self._viewers.values())), return_exceptions=True)
 
-    # --- fan-out: one thread reads the ring and encodes each row once -----------------------
-    def _fanout(self) -> None:
-        try:
-            self._follow()
-        except BaseException as exc:  # a dead fan-out must be visible, not silent
-            self._failure = exc
-            log.error("web fan-out failed: %r", exc, exc_info=True)
-
-    def _follow(self) -> None:
-        ring: RingBuffer | None = None
-        cursor = 0
-        while not self._stop.is_set():
-            current = self.source.ring
-            if current is not ring:
-                ring, cursor = current, 0
-                self._post(_Message(self._meta_json(ring)), ring)
-            if ring is None:
-                self.source.wait_for_ring(_WAIT)
-                continue
-            if not ring.wait(cursor, _WAIT):
-                continue
-            rows = ring.since(cursor, _MAX_BATCH)
-            cursor = rows.next_index
-            self._counts["rows_missed"] += rows.missed
-            self._counts["rows_encoded"] += len(rows)
-            self._post(_rows_message(rows), ring)
-
-    def _post(self, msg: _Message, ring: RingBuffer | None) -> None:
+    # --- fan-out threads -> loop ------------------------------------------------------------
+    def _post(self, what: str, target: Any, payload: Any) -> None:
+        """From a fan-out thread: run ``_attach`` or ``_broadcast`` on the loop, in order."""
         loop = self._loop
+        fn = self._attach if what == "attach" else self._broadcast
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed since the check
-                loop.call_soon_threadsafe(self._broadcast, msg, ring)
+                loop.call_soon_threadsafe(fn, target, payload)
 
-    def _broadcast(self, msg: _Message, ring: RingBuffer | None) -> None:
-        """On the loop: keep the history for backfill and queue ``msg`` for every viewer."""
-        if isinstance(msg.data, str):
-            self._meta = msg.data
-            self._history = deque(maxlen=ring.nrows if ring is not None else 0)
-            self._nfreq = ring.nfreq if ring is not None else 0
-            self._counts["resets"] += 1
-        else:
-            self._history.extend(msg.records)
-        for viewer in self._viewers.values():
+    def _attach(self, viewer: _Viewer, messages: list[_Message]) -> None:
+        """On the loop: a joining viewer gets its first messages and then every row."""
+        if viewer.closed:
+            return
+        viewer.queue.extend(messages)
+        self._streams[viewer.stream].viewers[viewer.ident] = viewer
+        viewer.wake.set()
+
+    @staticmethod
+    def _broadcast(stream: _Stream, msg: _Message) -> None:
+        """On the loop: queue ``msg`` for every viewer of ``stream``."""
+        for viewer in stream.viewers.values():
             viewer.push(msg)
-
-    def _meta_json(self, ring: RingBuffer | None) -> str:
-        info = self.source.stream_info
-        freqs = ring.freqs_mhz if ring is not None else None
-        return json.dumps({
-            "type": "meta",
-            "nrows": ring.nrows if ring is not None else 0,
-            "nfreq": ring.nfreq if ring is not None else 0,
-            "freqs_mhz": None if freqs is None else np.round(freqs, 6).tolist(),
-            "stream": {k: info.get(k) for k in ("name", "sender_id", "beam", "nbeam", "beam_index",
-                                                "product", "factor", "endpoint", "pols",
-                                                "navg", "nint")},
-        }, default=_jsonable)
 
     # --- WebSocket --------------------------------------------------------------------------
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        stream = self._stream(request)
         if len(self._viewers) >= self.max_viewers:
             self._counts["refused_viewers"] += 1
             raise web.HTTPServiceUnavailable(text=f"{self.max_viewers} viewers already: "
@@ -517,16 +817,14 @@ class WebServer:
         if sock is not None:  # bound what the kernel holds for a viewer that stops reading
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         await ws.prepare(request)
-        viewer = _Viewer(next(self._ids), ws, request.remote or "?", self.queue_limit)
-        await ws.send_str(json.dumps({"type": "hello", "viewer": viewer.ident}))
-        # Join the fan-out and take the backfill in one loop turn: no row is missed or repeated.
-        viewer.queue.append(_Message(self._meta))
-        for start in range(0, len(self._history), _MAX_BATCH):
-            chunk = list(itertools.islice(self._history, start, start + _MAX_BATCH))
-            data = np.array([(MAGIC, len(chunk), self._nfreq)], HEADER).tobytes()
-            viewer.queue.append(_Message(data + b"".join(chunk), len(chunk)))
+        viewer = _Viewer(next(self._ids), ws, request.remote or "?", self.queue_limit,
+                         stream.name)
         self._viewers[viewer.ident] = viewer
-        viewer.wake.set()
+        await ws.send_str(json.dumps({"type": "hello", "viewer": viewer.ident,
+                                      "stream_name": stream.name}))
+        # the fan-out thread answers with the metadata and backfill, before any later row
+        stream.requests.put(("join", viewer))
+        stream.wake.set()
         self._counts["viewers_total"] += 1
         sender = asyncio.create_task(self._send_loop(viewer))
         try:
@@ -534,7 +832,11 @@ class WebServer:
                 if msg.type == WSMsgType.ERROR:
                     break
         finally:
+            viewer.closed = True
+            stream.requests.put(("leave", viewer))  # before it stops counting as a viewer
+            stream.wake.set()
             del self._viewers[viewer.ident]
+            stream.viewers.pop(viewer.ident, None)
             self._counts["dropped_rows_closed"] += viewer.dropped_rows
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
@@ -560,29 +862,44 @@ class WebServer:
             await viewer.ws.close()
 
     # --- HTTP -------------------------------------------------------------------------------
+    def _stream(self, request: web.Request) -> _Stream:
+        """The stream ``?stream=`` names (default: the first); 404 for another name."""
+        name = request.query.get("stream")
+        if name is None:
+            return next(iter(self._streams.values()))
+        try:
+            return self._streams[name]
+        except KeyError:
+            raise web.HTTPNotFound(text=f"no stream {name!r} here (streams: "
+                                   f"{', '.join(self._streams)})") from None
+
     async def _page(self, request: web.Request) -> web.Response:
         name = request.path.lstrip("/") or "index.html"
         return web.Response(body=self._static[name], content_type=_STATIC[name],
                             headers={"Cache-Control": "no-cache"})
 
-    def _read_status(self) -> dict[str, Any]:
-        return self._status() if self._status is not None else {"web": self.status()}
+    def _read_status(self, stream: _Stream) -> dict[str, Any]:
+        return stream.read_status() if stream.read_status is not None else {"web": self.status()}
 
-    async def _api_status(self, _request: web.Request) -> web.Response:
+    async def _api_status(self, request: web.Request) -> web.Response:
+        stream = self._stream(request)
         try:
-            status = self._read_status()
-            status["stream"] = self.source.stream_info
+            status = self._read_status(stream)
+            status["stream"] = stream.source.stream_info
         except Exception as exc:  # e.g. no file descriptor free: answer, never fail
             log.warning("status unreadable: %r", exc)
             return _json_response({"error": repr(exc)}, status=503)
+        status["stream_name"] = stream.name
+        status["streams"] = self.streams
         status["server_time"] = time.time()
         return _json_response(status)
 
     async def _api_health(self, request: web.Request) -> web.Response:
         """``overall_health`` of the status: 200 if ok or degraded, 503 if failed
         (``?strict=1``: 503 unless ok), for standard HTTP monitors."""
+        stream = self._stream(request)
         try:
-            health = overall_health(self._read_status())
+            health = overall_health(self._read_status(stream))
         except Exception as exc:
             health = {"health": "failed", "health_reason": f"status unreadable: {exc!r}",
                       "sections": {}}
@@ -590,8 +907,14 @@ class WebServer:
         bad = health["health"] == "failed" or (strict and health["health"] != "ok")
         return _json_response(health, status=503 if bad else 200)
 
-    async def _api_freqs(self, _request: web.Request) -> web.Response:
-        ring = self.source.ring
+    async def _api_streams(self, _request: web.Request) -> web.Response:
+        """The streams served (the default first): name, metadata, whether a detector runs."""
+        return _json_response({"streams": [
+            {"name": st.name, "info": st.info(), "detector": st.events is not None,
+             "viewers": len(st.viewers)} for st in self._streams.values()]})
+
+    async def _api_freqs(self, request: web.Request) -> web.Response:
+        ring = self._stream(request).source.ring
         freqs = ring.freqs_mhz if ring is not None else None
         return _json_response({
             "nfreq": ring.nfreq if ring is not None else 0,
@@ -599,9 +922,30 @@ class WebServer:
             "freqs_mhz": None if freqs is None else freqs.tolist(),
         })
 
+    async def _api_events(self, request: web.Request) -> web.Response:
+        """The detector's newest ``?n=`` events (default 50; latest revision of each, oldest
+        first); ``detector`` is false (and the list empty) for a stream without one."""
+        stream = self._stream(request)
+        try:
+            n = int(request.query.get("n", str(_EVENTS)))
+        except ValueError:
+            raise web.HTTPBadRequest(text="n must be an integer") from None
+        if n < 0:
+            raise web.HTTPBadRequest(text="n must be >= 0")
+        events: list[dict[str, Any]] = []
+        if stream.events is not None and n:
+            try:
+                events = stream.events(n)
+            except Exception as exc:
+                log.warning("events of %s unreadable: %r", stream.name, exc)
+                return _json_response({"error": repr(exc)}, status=503)
+        return _json_response({"stream_name": stream.name,
+                               "detector": stream.events is not None, "events": events})
+
     async def _api_latest(self, request: web.Request) -> web.Response:
         """``?n=`` newest rows (default 1); ``format=json`` (default), ``bin`` (the WebSocket
         form, see :mod:`.codec`) or ``npz`` (exact float32, for numpy)."""
+        stream = self._stream(request)
         try:
             n = int(request.query.get("n", "1"))
         except ValueError:
@@ -609,26 +953,18 @@ class WebServer:
         fmt = request.query.get("format", "json")
         if n < 0 or fmt not in ("json", "bin", "npz"):
             raise web.HTTPBadRequest(text="n must be >= 0 and format one of json, bin, npz")
-        ring = self.source.ring
+        ring = stream.source.ring
         rows = ring.latest(n) if ring is not None else Rows.empty()
         loop = asyncio.get_running_loop()
         if fmt == "bin":
-            body = await loop.run_in_executor(None, encode_rows, rows)
+            body = await loop.run_in_executor(None, lambda: encode_rows(
+                rows, log=not stream.log_unit))
             return web.Response(body=body, content_type="application/octet-stream")
         if fmt == "npz":
             body = await loop.run_in_executor(None, _npz, rows)
             return web.Response(body=body, content_type="application/octet-stream")
         text = await loop.run_in_executor(None, _rows_json, rows)
         return web.Response(text=text, content_type="application/json")
-
-
-def _rows_message(rows: Rows) -> _Message:
-    """Encode ``rows`` once: the message for live viewers and each row's record for backfill."""
-    data = encode_rows(rows)
-    size = record_dtype(rows.data.shape[1]).itemsize
-    body = memoryview(data)[HEADER.itemsize:]
-    records = tuple(bytes(body[i * size:(i + 1) * size]) for i in range(len(rows)))
-    return _Message(data, len(rows), records)
 
 
 def _rows_json(rows: Rows) -> str:
@@ -641,8 +977,15 @@ def _rows_json(rows: Rows) -> str:
         "time_tags": [str(t) for t in rows.end_tag],  # > 2**53: strings keep them exact
         "seq": rows.seq.tolist(),
         "freqs_mhz": None if rows.freqs_mhz is None else rows.freqs_mhz.tolist(),
-        "data": rows.data.tolist(),
+        "data": _finite_or_none(rows.data),
     })
+
+
+def _finite_or_none(data: np.ndarray) -> list[Any]:
+    """Rows as lists, missing (non-finite) values as null: JSON has no NaN."""
+    if np.isfinite(data).all():
+        return data.tolist()
+    return [[v if math.isfinite(v) else None for v in row] for row in data.tolist()]
 
 
 def _npz(rows: Rows) -> bytes:
@@ -678,8 +1021,9 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def serve(source: StreamSource, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          **kwargs: Any) -> WebServer:
-    """Start the live view of ``source`` in its own threads; returns the running
-    :class:`WebServer` (``.url``, ``.port``, ``.status()``, ``.stop()``). ``kwargs`` go to it."""
-    return WebServer(source, host, port, **kwargs).start()
+def serve(sources: StreamSource | Sequence[StreamSource] | Mapping[str, StreamSource],
+          host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **kwargs: Any) -> WebServer:
+    """Start the live view of ``sources`` (one stream, or several: see :class:`WebServer`) in
+    its own threads; returns the running :class:`WebServer` (``.url``, ``.port``,
+    ``.status()``, ``.stop()``). ``kwargs`` go to it."""
+    return WebServer(sources, host, port, **kwargs).start()

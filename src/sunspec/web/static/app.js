@@ -1,6 +1,8 @@
-// sunspec live view: a waterfall (UTC time across, frequency up), the latest spectrum and the
-// receiver's status. Rows arrive over a WebSocket in the compact binary form described in
-// sunspec/web/codec.py: the whole ring once on connect, then each new row as it comes.
+// sunspec live view: a waterfall (UTC time across, frequency up), the latest spectrum, the
+// receiver's status and the burst detector's events. Rows arrive over a WebSocket in the
+// compact binary form described in sunspec/web/codec.py: the whole ring once on connect, then
+// each new row as it comes. Channels are drawn by index, so a non-uniform frequency axis (any
+// spectrometer's) keeps every channel; ticks and the read-out interpolate the real frequencies.
 "use strict";
 
 const AUTO_PERCENTILES = [1, 99.5];  // robust automatic levels
@@ -11,11 +13,18 @@ const STALL_PERIODS = 4, STALL_MIN_MS = 2000, BADGE_EVERY_MS = 250;
 const HEALTH_RANK = { ok: 0, degraded: 1, failed: 2 };
 const FONT = "12px system-ui, sans-serif";
 const AXIS = "#8a94a0", GRID = "rgba(138,148,160,0.25)", TRACE = "#f2b134", EMPTY = [17, 20, 24];
+// missing channels (declared so by the sender, or masked by the detector): a grey hatch, in
+// no colour map
+const GAP_A = [92, 92, 92], GAP_B = [128, 128, 128];
+const EVENT_COLOURS = { III: "#ff5ca8", II: "#5cd6ff" }, EVENT_OTHER = "#ffffff";
+const EVENT_ROWS = 30;  // events listed
 
 const $ = (id) => document.getElementById(id);
 const state = {
   nrows: 0, nfreq: 0, freqs: null, stream: {},
-  lin: null, db: null, times: null,   // per column: values (nrows * nfreq) and window ends
+  lin: null, db: null, ex: null, times: null,  // per column: values (nrows * nfreq), window ends
+  unit: "linear", dbPerDigit: 1, desc: false, bg: null, excess: false,
+  events: new Map(), streamName: null, streams: [],
   last: -1, count: 0,                 // newest absolute index (mod 2**32), rows held
   cmap: "viridis", scale: "db", auto: true, lo: 0, hi: 1,
   paused: false, pending: [], viewer: null, hover: null,
@@ -27,9 +36,18 @@ const state = {
 function reset(meta) {
   state.nrows = meta.nrows; state.nfreq = meta.nfreq;
   state.freqs = meta.freqs_mhz; state.stream = meta.stream || {};
+  const f = state.freqs;
+  state.desc = !!(f && f.length > 1 && f[f.length - 1] < f[0]);  // highest channel first
+  state.unit = state.stream.unit || "linear";
+  state.dbPerDigit = state.stream.db_per_digit || 1;
   const size = state.nrows * state.nfreq;
   state.lin = new Float32Array(size).fill(NaN);
   state.db = new Float32Array(size).fill(NaN);
+  state.ex = new Float32Array(size).fill(NaN);
+  state.bg = null;
+  $("excess").disabled = !meta.background;
+  if (!meta.background) { state.excess = false; $("excess").checked = false; }
+  setScaleOptions();
   state.times = new Float64Array(state.nrows).fill(NaN);
   state.last = -1; state.count = 0; state.pending = [];
   state.off = size > 0 ? new OffscreenCanvas(state.nrows, state.nfreq) : null;
@@ -39,11 +57,27 @@ function reset(meta) {
   // the header's beam number (the recorder's) and the receiver's index within the frame
   // are different things: the index is shown only when the frame holds several beams
   $("title").textContent = [s.name && s.name !== "stream" ? s.name : null,
+    s.instrument || null, s.station && s.station !== s.name ? s.station : null,
     s.beam != null ? `beam ${s.beam}` : null,
     s.nbeam > 1 ? `beam index ${s.beam_index}` : null,
     s.product != null ? `product ${s.product}` : null,
     s.factor > 1 ? `${s.factor} channels averaged` : null].filter(Boolean).join(" · ") || "live";
+  $("replay").textContent = s.replay ? `replay of ${s.source || "a file"}` : "";
   state.lastAuto = -Infinity; state.period = NaN; state.dirty = true;
+}
+
+// the Scale choices of this stream's unit: dB always; the values as sent when they differ
+function setScaleOptions() {
+  const sel = $("scale"), raw = { linear: "linear", digits: "digits" }[state.unit];
+  sel.innerHTML = "";
+  sel.add(new Option(dbLabel(), "db"));
+  if (raw) sel.add(new Option(raw, "lin"));
+  if (!raw) state.scale = "db";
+  sel.value = state.scale;
+}
+
+function dbLabel() {
+  return state.unit === "digits" ? `dB (instrument digits x ${+state.dbPerDigit.toPrecision(4)})` : "dB";
 }
 
 function ingest(buf) {
@@ -64,13 +98,18 @@ function ingest(buf) {
       if (ahead === 1 && dt > 0) state.period = dt;  // seconds of data per row
     }
     const col = idx % state.nrows, q = new Uint8Array(buf, o + 24, nfreq);
-    const base = col * nfreq, lin = state.lin, db = state.db;
+    const base = col * nfreq, lin = state.lin, db = state.db, log = mode & 1, gaps = mode & 2;
+    const unit = state.unit, k = state.dbPerDigit;
     for (let c = 0; c < nfreq; c++) {
+      if (gaps && q[c] === 255) { lin[base + c] = NaN; db[base + c] = NaN; continue; }
       const x = off + scale * q[c];
-      const v = mode === 1 ? Math.pow(10, x) : x;
+      const v = log ? Math.pow(10, x) : x;
       lin[base + c] = v;
-      db[base + c] = mode === 1 ? 10 * x : (v > 0 ? 10 * Math.log10(v) : NaN);
+      // dB as sent, instrument digits x their dB step, linear power 10 log10
+      db[base + c] = unit === "dB" ? v : unit === "digits" ? v * k
+        : log ? 10 * x : (v > 0 ? 10 * Math.log10(v) : NaN);
     }
+    excessColumn(col);
     state.times[col] = t; state.last = idx;
     state.count = Math.min(state.count + 1, state.nrows);
     paintColumn(col);
@@ -82,15 +121,32 @@ function ingest(buf) {
 function clearColumn(col) {
   state.lin.fill(NaN, col * state.nfreq, (col + 1) * state.nfreq);
   state.db.fill(NaN, col * state.nfreq, (col + 1) * state.nfreq);
+  state.ex.fill(NaN, col * state.nfreq, (col + 1) * state.nfreq);
   state.times[col] = NaN;
   paintColumn(col);
 }
 
-// ---- colour ----
-function values() { return state.scale === "db" ? state.db : state.lin; }
+// the background-subtracted view: dB above the detector's running background per channel
+function excessColumn(col) {
+  const nf = state.nfreq, base = col * nf, bg = state.bg, db = state.db, ex = state.ex;
+  for (let c = 0; c < nf; c++) ex[base + c] = bg ? db[base + c] - (bg[c] == null ? NaN : bg[c]) : NaN;
+}
 
-function colourInto(px, p, v, lut, lo, k) {
-  if (!(v === v)) { px[p] = EMPTY[0]; px[p + 1] = EMPTY[1]; px[p + 2] = EMPTY[2]; px[p + 3] = 255; return; }
+function setBackground(level) {
+  if (!level || level.length !== state.nfreq) return;
+  state.bg = level;
+  for (let col = 0; col < state.nrows; col++) excessColumn(col);
+  if (state.excess) { if (state.auto) { state.lo = state.hi = 0; autoLevels(); } else repaintAll(); }
+}
+
+// ---- colour ----
+function values() { return state.excess ? state.ex : state.scale === "db" ? state.db : state.lin; }
+
+function colourInto(px, p, v, lut, lo, k, gap) {
+  if (!(v === v)) {
+    const g = gap === 0 ? EMPTY : gap === 1 ? GAP_A : GAP_B;
+    px[p] = g[0]; px[p + 1] = g[1]; px[p + 2] = g[2]; px[p + 3] = 255; return;
+  }
   let i = ((v - lo) * k) | 0;
   i = i < 0 ? 0 : i > 255 ? 255 : i;
   px[p] = lut[3 * i]; px[p + 1] = lut[3 * i + 1]; px[p + 2] = lut[3 * i + 2]; px[p + 3] = 255;
@@ -100,7 +156,10 @@ function paintColumn(col) {
   if (!state.offCtx) return;
   const px = state.column.data, vals = values(), lut = COLORMAPS[state.cmap];
   const nf = state.nfreq, base = col * nf, lo = state.lo, k = 256 / (state.hi - state.lo || 1);
-  for (let c = 0; c < nf; c++) colourInto(px, 4 * (nf - 1 - c), vals[base + c], lut, lo, k);
+  const held = state.times[col] === state.times[col];
+  for (let c = 0; c < nf; c++) {
+    colourInto(px, 4 * pixelRow(c), vals[base + c], lut, lo, k, held ? 1 + (((col + c) >> 1) & 1) : 0);
+  }
   state.offCtx.putImageData(state.column, col, 0);
 }
 
@@ -110,7 +169,10 @@ function repaintAll() {
   const vals = values(), lut = COLORMAPS[state.cmap], nf = state.nfreq, nr = state.nrows;
   const lo = state.lo, k = 256 / (state.hi - state.lo || 1);
   for (let col = 0; col < nr; col++) {
-    for (let c = 0; c < nf; c++) colourInto(px, 4 * ((nf - 1 - c) * nr + col), vals[col * nf + c], lut, lo, k);
+    const held = state.times[col] === state.times[col];
+    for (let c = 0; c < nf; c++) {
+      colourInto(px, 4 * (pixelRow(c) * nr + col), vals[col * nf + c], lut, lo, k, held ? 1 + (((col + c) >> 1) & 1) : 0);
+    }
   }
   state.offCtx.putImageData(img, 0, 0);
   state.dirty = true;
@@ -135,12 +197,35 @@ function autoLevels() {
   if (Math.abs(lo - state.lo) > 0.02 * span || Math.abs(hi - state.hi) > 0.02 * span) setLevels(lo, hi);
 }
 
-// ---- axes ----
+// ---- axes: channels drawn by index, lowest frequency at the bottom (or left) ----
+function pixelRow(c) { return state.desc ? c : state.nfreq - 1 - c; }  // offscreen row, top = 0
+
+function chFrac(ch) {  // fraction of the axis (0 = bottom or left) at the centre of channel ch
+  const f = (ch + 0.5) / state.nfreq;
+  return state.desc ? 1 - f : f;
+}
+
+function chAt(frac) {  // the channel under a fraction of the axis
+  const c = Math.floor((state.desc ? 1 - frac : frac) * state.nfreq);
+  return Math.max(0, Math.min(state.nfreq - 1, c));
+}
+
 function freqAt(ch) {  // MHz (or channel index when unknown) at fractional channel ch
   const f = state.freqs;
   if (!f) return ch;
+  if (f.length < 2) return f[0];
   const i = Math.max(0, Math.min(f.length - 2, Math.floor(ch)));
   return f[i] + (f[i + 1] - f[i]) * (ch - i);
+}
+
+function chOfFreq(mhz) {  // fractional channel at a frequency (the channels' centres interpolated)
+  const f = state.freqs, n = f.length, s = state.desc ? -1 : 1;
+  if (n < 2) return 0;
+  let a = 0, b = n - 1;
+  if (s * (mhz - f[0]) <= 0) return 0;
+  if (s * (mhz - f[b]) >= 0) return b;
+  while (b - a > 1) { const m = (a + b) >> 1; if (s * (f[m] - mhz) <= 0) a = m; else b = m; }
+  return a + (mhz - f[a]) / (f[b] - f[a]);
 }
 
 function niceStep(span, target) {
@@ -168,14 +253,21 @@ function setupCanvas(cv) {
   return { ctx, w, h };
 }
 
+function freqTickList(length, vertical) {
+  // [{label, frac}] of nice frequencies along an axis of ``length`` px; frac 0 = bottom/left
+  const nf = state.nfreq, ends = [freqAt(0), freqAt(nf - 1)], out = [];
+  const lo = Math.min(...ends), hi = Math.max(...ends);
+  const step = niceStep(Math.abs(hi - lo) || 1, Math.max(2, Math.floor(length / (vertical ? 45 : 90))));
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + 1e-9 * step; k++) {
+    const f = k * step, ch = state.freqs ? chOfFreq(f) : f;
+    out.push({ label: state.freqs ? +f.toFixed(3) + "" : String(Math.round(f)), frac: chFrac(ch) });
+  }
+  return out;
+}
+
 function freqTicks(ctx, x0, y0, plotH, vertical, length) {
   // frequency axis along the waterfall's height (vertical) or the spectrum's width
-  const nf = state.nfreq, lo = freqAt(0), hi = freqAt(nf - 1);
-  const step = niceStep(Math.abs(hi - lo) || 1, Math.max(2, Math.floor(length / (vertical ? 45 : 90))));
-  for (let f = Math.ceil(lo / step) * step; f <= hi; f += step) {
-    const ch = state.freqs ? (f - lo) / (hi - lo) * (nf - 1) : f;
-    const frac = (ch + 0.5) / nf;
-    const label = state.freqs ? +f.toFixed(3) + "" : String(Math.round(f));
+  for (const { label, frac } of freqTickList(length, vertical)) {
     if (vertical) {
       const y = y0 + plotH * (1 - frac);
       ctx.fillRect(x0 - 5, y, 5, 1);
@@ -231,8 +323,9 @@ function drawWaterfall() {
   }
   ctx.save(); ctx.translate(14, WF.top + ph / 2); ctx.rotate(-Math.PI / 2);
   ctx.textAlign = "center"; ctx.textBaseline = "middle";
-  ctx.fillText(state.freqs ? "Frequency (MHz)" : "Channel", 0, 0); ctx.restore();
+  ctx.fillText(freqLabel(), 0, 0); ctx.restore();
   drawColourbar(ctx, w - WF.right + 14, WF.top, 14, ph);
+  drawEvents(ctx, pw, ph);
   if (state.hover) {
     ctx.strokeStyle = "rgba(255,255,255,0.5)";
     ctx.strokeRect(state.hover.x - 0.5, WF.top, 1, ph);
@@ -253,9 +346,111 @@ function drawColourbar(ctx, x, y, bw, bh) {
     const yy = y + bh * (1 - (v - state.lo) / (state.hi - state.lo));
     ctx.fillRect(x + bw, yy, 4, 1); ctx.fillText(fmt(v), x + bw + 6, yy);
   }
+  // the key of missing channels: the grey hatch
+  for (let i = 0; i < 10; i++) for (let j = 0; j < bw; j++) {
+    const g = ((i + j) >> 1) & 1 ? GAP_B : GAP_A;
+    ctx.fillStyle = `rgb(${g})`; ctx.fillRect(x + j, y + bh + 8 + i, 1, 1);
+  }
+  ctx.fillStyle = AXIS; ctx.textBaseline = "top"; ctx.fillText("missing", x - 2, y + bh + 20);
   ctx.save(); ctx.translate(x + bw + 50, y + bh / 2); ctx.rotate(Math.PI / 2);
-  ctx.textAlign = "center"; ctx.fillText(state.scale === "db" ? "dB" : "power (linear)", 0, 0);
+  ctx.textAlign = "center"; ctx.fillText(valueLabel(), 0, 0);
   ctx.restore();
+}
+
+function valueLabel() {
+  if (state.excess) return "dB above background";
+  if (state.scale === "db") return dbLabel();
+  return state.unit === "digits" ? "instrument digits" : "power (linear)";
+}
+
+// ---- burst events: a box over start..end and f_low..f_high, the type and snr above ----
+function eventTime(iso) { return Date.parse(iso) / 1000; }
+
+function columnsByTime() {  // [ [i (from the left), time] ] of the columns that hold a row
+  const nr = state.nrows, head = (state.last + 1) % nr, out = [];
+  for (let i = 0; i < nr; i++) { const t = state.times[(head + i) % nr]; if (t === t) out.push([i, t]); }
+  return out;
+}
+
+function firstAtOrAfter(cols, t) {  // index in cols of the first column ending at or after t
+  let a = 0, b = cols.length;
+  while (a < b) { const m = (a + b) >> 1; if (cols[m][1] < t) a = m + 1; else b = m; }
+  return a;
+}
+
+function eventBox(ev, cols, pw, ph) {
+  // columns are window ends: the box spans the columns whose windows overlap start..end
+  if (!cols.length) return null;
+  const t0 = eventTime(ev.start_utc), t1 = eventTime(ev.end_utc);
+  if (!(t1 >= cols[0][1] - (state.period || 0)) || t0 > cols[cols.length - 1][1]) return null;
+  const a = firstAtOrAfter(cols, t0), b = Math.min(firstAtOrAfter(cols, t1), cols.length - 1);
+  const nr = state.nrows, x0 = WF.left + cols[Math.min(a, cols.length - 1)][0] / nr * pw;
+  const x1 = WF.left + (cols[b][0] + 1) / nr * pw;
+  let c0 = ev.chan_low, c1 = ev.chan_high;
+  if (c0 == null || c1 == null) {
+    if (ev.f_low_mhz == null || !state.freqs) { c0 = 0; c1 = state.nfreq - 1; }
+    else { c0 = chOfFreq(ev.f_low_mhz); c1 = chOfFreq(ev.f_high_mhz); }
+  }
+  const half = 0.5 / state.nfreq;
+  const fa = chFrac(c0), fb = chFrac(c1);
+  const top = WF.top + ph * (1 - Math.max(fa, fb) - half), bottom = WF.top + ph * (1 - Math.min(fa, fb) + half);
+  return { x0, x1: Math.max(x1, x0 + 2), top, bottom };
+}
+
+function drawEvents(ctx, pw, ph) {
+  if (!state.events.size || !state.off) return;
+  const cols = columnsByTime();
+  ctx.save();
+  ctx.beginPath(); ctx.rect(WF.left, WF.top, pw, ph); ctx.clip();
+  ctx.lineWidth = 1.5; ctx.font = FONT; ctx.textAlign = "left"; ctx.textBaseline = "bottom";
+  for (const ev of state.events.values()) {
+    const box = eventBox(ev, cols, pw, ph);
+    if (!box) continue;
+    const colour = EVENT_COLOURS[ev.type] || EVENT_OTHER;
+    ctx.strokeStyle = colour; ctx.setLineDash(ev.final ? [] : [5, 3]);
+    ctx.strokeRect(box.x0, box.top, box.x1 - box.x0, box.bottom - box.top);
+    const label = `${ev.type} snr ${fmt(ev.snr)}`, tw = ctx.measureText(label).width;
+    // above the box, else below it, else inside its top edge
+    const ty = box.top - 2 >= WF.top + 14 ? box.top - 2 : box.bottom + 15 <= WF.top + ph ? box.bottom + 15 : box.top + 16;
+    const lx = Math.max(WF.left, Math.min(box.x0, WF.left + pw - tw - 6));  // inside the plot
+    ctx.fillStyle = "rgba(17,20,24,0.75)"; ctx.fillRect(lx, ty - 13, tw + 6, 14);
+    ctx.fillStyle = colour; ctx.fillText(label, lx + 3, ty);
+  }
+  ctx.restore();
+}
+
+function setEvents(list) {
+  for (const ev of list) {  // a revision replaces the marker of its id
+    const old = state.events.get(ev.id);
+    if (!old || (ev.revision ?? 0) >= (old.revision ?? 0)) state.events.set(ev.id, ev);
+  }
+  const keep = [...state.events.values()].sort((a, b) => eventTime(a.start_utc) - eventTime(b.start_utc));
+  state.events = new Map(keep.slice(-200).map((e) => [e.id, e]));
+  renderEventList();
+  state.dirty = true;
+}
+
+function renderEventList() {
+  const body = $("events-body");
+  const rows = [...state.events.values()].sort((a, b) => eventTime(b.start_utc) - eventTime(a.start_utc));
+  body.innerHTML = "";
+  $("events-none").hidden = rows.length > 0;
+  for (const ev of rows.slice(0, EVENT_ROWS)) {
+    const tr = document.createElement("tr");
+    tr.className = "event"; tr.dataset.id = ev.id; tr.title = `${ev.id} revision ${ev.revision}${ev.final ? " (final)" : ""}`;
+    const band = ev.f_low_mhz != null ? `${ev.f_low_mhz.toFixed(1)}–${ev.f_high_mhz.toFixed(1)}` : "–";
+    for (const [text, cls] of [[ev.start_utc.slice(11, 19), ""], [ev.type, "type"], [band, ""], [fmt(ev.snr), ""]]) {
+      const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls;
+      if (cls === "type") td.style.color = EVENT_COLOURS[ev.type] || EVENT_OTHER;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+}
+
+function freqLabel() {
+  const s = state.stream, uneven = s.axis === "explicit" ? ", uneven channels" : "";
+  return state.freqs ? `Frequency (MHz${uneven})` : "Channel";
 }
 
 function fmt(v) {
@@ -295,7 +490,7 @@ function drawSpectrum() {
   for (let c = 0; c < nf; c++) {
     const v = vals[base + c];
     if (!(v === v)) { pen = false; continue; }
-    const x = SP.left + (c + 0.5) / nf * pw, y = yOf(v);
+    const x = SP.left + chFrac(c) * pw, y = yOf(v);
     if (pen) ctx.lineTo(x, y); else ctx.moveTo(x, y);
     pen = true;
   }
@@ -304,9 +499,9 @@ function drawSpectrum() {
   ctx.fillStyle = AXIS; ctx.textAlign = "right"; ctx.textBaseline = "top";
   ctx.fillText((hovered ? "spectrum at " : "latest spectrum ") + (t === t ? utc(t, true) + " UTC" : ""), SP.left + pw, 5);
   ctx.textAlign = "center";
-  ctx.fillText(state.freqs ? "Frequency (MHz)" : "Channel", SP.left + pw / 2, SP.top + ph + 20);
+  ctx.fillText(freqLabel(), SP.left + pw / 2, SP.top + ph + 20);
   ctx.save(); ctx.translate(14, SP.top + ph / 2); ctx.rotate(-Math.PI / 2);
-  ctx.textBaseline = "middle"; ctx.fillText(state.scale === "db" ? "Power (dB)" : "Power", 0, 0);
+  ctx.textBaseline = "middle"; ctx.fillText(valueLabel(), 0, 0);
   ctx.restore();
 }
 
@@ -329,12 +524,14 @@ function onHover(ev) {
   }
   const head = (state.last + 1) % state.nrows;
   const col = (head + Math.floor((x - WF.left) / pw * state.nrows)) % state.nrows;
-  const ch = Math.min(state.nfreq - 1, Math.floor((1 - (y - WF.top) / ph) * state.nfreq));
+  const ch = chAt(1 - (y - WF.top) / ph);
   state.hover = { x, col }; state.dirty = true;
   const t = state.times[col], v = values()[col * state.nfreq + ch];
+  const unit = state.excess ? " dB above background" : state.scale === "db" ? " dB" : state.unit === "digits" ? " digits" : "";
+  // the channel's own frequency, as the stream gives it
   $("readout").textContent = t === t
-    ? `${utc(t, true)} UTC   ${state.freqs ? freqAt(ch).toFixed(3) + " MHz" : "channel " + ch}   ` +
-      `${v === v ? fmt(v) + (state.scale === "db" ? " dB" : "") : "–"}`
+    ? `${utc(t, true)} UTC   ${state.freqs ? state.freqs[ch].toFixed(3) + " MHz" : "channel " + ch}   ` +
+      `${v === v ? fmt(v) + unit : "missing"}`
     : "no data here";
 }
 
@@ -356,22 +553,24 @@ function worstHealth(s) {
 
 async function pollStatus() {
   try {
-    const r = await fetch("api/status", { cache: "no-store" });
+    const r = await fetch(apiUrl("api/status"), { cache: "no-store" });
     const s = await r.json();
     state.serverState = s.state || null;
     const h = worstHealth(s);
     setCell("st-health", h ? h.health : "–", h && h.health === "failed" ? "bad" : h && h.health === "degraded" ? "warn" : "");
     $("st-health").title = h && h.reason ? h.reason : "";
     setCell("st-state", s.state || "–", s.state === "stalled" ? "warn" : "");
-    setCell("st-rate", `${(s.frame_rate || 0).toFixed(2)} /s`);
+    setCell("st-rate", s.frame_rate == null ? "–" : `${s.frame_rate.toFixed(2)} /s`);
     setCell("st-delay", secs(s.delay_s), s.delay_s > 5 ? "warn" : "");
     setCell("st-age", secs(s.data_age_s), s.data_age_s > 30 ? "bad" : s.data_age_s > 5 ? "warn" : "");
     setCell("st-latest", s.latest_time ? s.latest_time.slice(11, 22) : "–");
-    setCell("st-frames", String(s.frames_received));
-    setCell("st-held", `${s.frames_held} / ${s.buffer_shape[0]}`);
-    setCell("st-lost", String(s.lost), s.lost ? "warn" : "");
-    setCell("st-rejected", String(s.rejected_total), s.rejected_total ? "warn" : "");
-    setCell("st-restarts", String(s.restarts));
+    // a stream served without a receiver's status (e.g. a replay) has none of these
+    const txt = (v) => v == null ? "–" : String(v);
+    setCell("st-frames", txt(s.frames_received));
+    setCell("st-held", s.buffer_shape ? `${s.frames_held} / ${s.buffer_shape[0]}` : "–");
+    setCell("st-lost", txt(s.lost), s.lost ? "warn" : "");
+    setCell("st-rejected", txt(s.rejected_total), s.rejected_total ? "warn" : "");
+    setCell("st-restarts", txt(s.restarts));
     setCell("st-sender", s.sender_id || "–");
     setCell("st-endpoint", s.endpoint || "–");
     const st = s.stream || {};
@@ -400,18 +599,30 @@ function updateBadge() {
   if (!state.connected) return;
   if (state.paused) setConn("paused", "paused");
   else if (stalled()) setConn("stalled", "stalled");
+  else if (state.stream.replay) setConn("replay", "replay");  // a file played back, not live
   else setConn("live", "on");
+  $("conn").title = state.stream.replay ? `replay of ${state.stream.source || "a file"}` : "";
 }
 
+function apiUrl(path) {  // the chosen stream's endpoint
+  return state.streamName == null ? path : `${path}?stream=${encodeURIComponent(state.streamName)}`;
+}
+
+let socket = null;
+
 function connect(delay) {
-  const ws = new WebSocket(new URL("ws", location.href).href.replace(/^http/, "ws"));
+  const ws = new WebSocket(new URL(apiUrl("ws"), location.href).href.replace(/^http/, "ws"));
+  socket = ws;
   ws.binaryType = "arraybuffer";
   ws.onopen = () => { delay = 1000; state.connected = true; state.lastRowAt = performance.now(); updateBadge(); };
   ws.onmessage = (ev) => {
+    if (ws !== socket) return;  // a stream left behind
     if (typeof ev.data === "string") {
       const msg = JSON.parse(ev.data);
       if (msg.type === "meta") { reset(msg); if (state.auto) state.lo = state.hi = 0; }
       else if (msg.type === "hello") state.viewer = msg.viewer;
+      else if (msg.type === "events") setEvents(msg.events);
+      else if (msg.type === "background") setBackground(msg.db);
       return;
     }
     if (state.paused) {
@@ -423,6 +634,7 @@ function connect(delay) {
     maybeAuto();
   };
   ws.onclose = () => {
+    if (ws !== socket) return;
     state.connected = false;
     setConn("disconnected, retrying", "off");
     setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
@@ -434,8 +646,34 @@ function maybeAuto() {
   if (state.auto && now - state.lastAuto > AUTO_EVERY_MS) { state.lastAuto = now; autoLevels(); }
 }
 
+// ---- streams: one page server may serve several; ?stream=NAME picks one ----
+async function loadStreams() {
+  const wanted = new URLSearchParams(location.search).get("stream");
+  try {
+    const r = await fetch("api/streams", { cache: "no-store" });
+    state.streams = (await r.json()).streams.map((s) => s.name);
+  } catch (err) { state.streams = []; }
+  const sel = $("stream");
+  for (const name of state.streams) sel.add(new Option(name, name));
+  state.streamName = state.streams.includes(wanted) ? wanted : state.streams[0] ?? null;
+  sel.value = state.streamName ?? "";
+  $("stream-pick").hidden = state.streams.length < 2;
+  sel.onchange = (e) => switchStream(e.target.value);
+}
+
+function switchStream(name) {
+  state.streamName = name;
+  const url = new URL(location.href); url.searchParams.set("stream", name);
+  history.replaceState(null, "", url);
+  state.events = new Map(); renderEventList();
+  state.connected = false; setConn("connecting", "off");
+  const old = socket; socket = null;
+  if (old) old.close();
+  connect(1000); pollStatus();
+}
+
 // ---- controls ----
-function init() {
+async function init() {
   for (const name of Object.keys(COLORMAPS)) $("cmap").add(new Option(name, name));
   $("cmap").onchange = (e) => { state.cmap = e.target.value; repaintAll(); };
   $("scale").onchange = (e) => {
@@ -443,6 +681,10 @@ function init() {
     if (state.auto) { state.lo = state.hi = 0; autoLevels(); } else repaintAll();
   };
   $("auto").onchange = (e) => { state.auto = e.target.checked; if (state.auto) { state.lastAuto = 0; maybeAuto(); } };
+  $("excess").onchange = (e) => {
+    state.excess = e.target.checked; state.lastAuto = 0;
+    if (state.auto) { state.lo = state.hi = 0; autoLevels(); } else repaintAll();
+  };
   const manual = () => {
     const lo = parseFloat($("lo").value), hi = parseFloat($("hi").value);
     if (!(hi > lo)) return;
@@ -463,6 +705,8 @@ function init() {
   $("waterfall").addEventListener("mouseleave", onHover);
   window.addEventListener("resize", () => { state.dirty = true; });
   document.addEventListener("visibilitychange", () => { state.dirty = true; });
+  renderEventList();
+  await loadStreams();
   connect(1000);
   pollStatus(); setInterval(pollStatus, STATUS_EVERY_MS);
   setInterval(updateBadge, BADGE_EVERY_MS);
