@@ -420,24 +420,32 @@ class Receiver(Worker):
             self._payload = np.empty(self.max_message_bytes, np.uint8)
         payload = self._payload
         stop = self._stop
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
+        items = [(sock, zmq.POLLIN), (monitor, zmq.POLLIN)]
+        timeout = round(POLL_INTERVAL * 1000)
+        receive = self._receive_one
         try:
             while not stop.is_set():
                 self._check_stalled()
-                events = dict(poller.poll(round(POLL_INTERVAL * 1000)))
-                if monitor in events:
-                    self._monitor_event(sock, monitor)
-                if sock not in events:
+                ready = zmq.zmq_poll(items, timeout)
+                if not ready:
                     continue
-                for _ in range(_BATCH):
-                    if stop.is_set():
-                        break
+                waiting = False
+                for which, _ in ready:
+                    if which is monitor:
+                        self._monitor_event(sock, monitor)
+                    else:
+                        waiting = True
+                # ZMQ_EVENTS says whether another message waits: cheaper than a
+                # non-blocking receive failing with zmq.Again
+                n = 0
+                while waiting:
                     try:
-                        self._receive_one(sock, topic, header, payload)
+                        receive(sock, topic, header, payload)
                     except zmq.Again:
                         break
+                    n += 1
+                    waiting = n < _BATCH and not stop.is_set() and bool(
+                        sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
