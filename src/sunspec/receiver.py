@@ -445,7 +445,7 @@ class Receiver(Worker):
                         break
                     n += 1
                     waiting = n < _BATCH and not stop.is_set() and bool(
-                        sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+                        sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[arg-type,operator]
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
