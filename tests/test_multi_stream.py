@@ -165,3 +165,47 @@ def test_stream_mistakes_are_usage_errors(args, message):
                          text=True, timeout=30)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("error:") == 1
+
+
+def test_a_detector_per_stream_with_its_own_events_socket_and_log_dir(tmp_path):
+    pubs = {name: RawPublisher(sender_id=f"sender-{name}") for name in SHAPES}
+    try:
+        with running_recv("--stream", f"a={pubs['a'].endpoint}",
+                          "--stream", f"b={pubs['b'].endpoint}", "--detect",
+                          "--events-dir", str(tmp_path), "--events-endpoint",
+                          "tcp://127.0.0.1:0", "--status-interval", "0.2") as (proc, lines):
+            published = {}
+            for _ in SHAPES:
+                line = wait_line(lines, "burst detection on ")
+                name, endpoint = re.search(r"burst detection on (\w+); events published on "
+                                           r"(\S+)", line).groups()
+                published[name] = endpoint
+            assert sorted(published) == ["a", "b"]
+            assert published["a"] != published["b"]
+            line = wait_line(lines, "status: ")
+            assert "| detector:a events 0" in line and "| detector:b events 0" in line
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == 0
+    finally:
+        for p in pubs.values():
+            p.close()
+
+
+@pytest.mark.parametrize("endpoint, i, expected", [
+    ("tcp://127.0.0.1:9531", 0, "tcp://127.0.0.1:9531"),
+    ("tcp://127.0.0.1:9531", 3, "tcp://127.0.0.1:9534"),
+    ("tcp://127.0.0.1:0", 3, "tcp://127.0.0.1:0"),
+    ("tcp://*:*", 1, "tcp://*:*"),
+    ("ipc:///tmp/events", 1, "ipc:///tmp/events-b"),
+])
+def test_events_endpoint_of_the_ith_stream(endpoint, i, expected):
+    from sunspec.cli import _nth_endpoint, recv_parser
+
+    assert _nth_endpoint(recv_parser(), endpoint, i, "b") == expected
+
+
+def test_events_port_beyond_65535_is_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "sunspec", "--stream", "a=tcp://127.0.0.1:9",
+                          "--stream", "b=tcp://127.0.0.1:10", "--detect", "--events-endpoint",
+                          "tcp://127.0.0.1:65535"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "no port 65536 for stream b" in out.stderr, out.stderr

@@ -430,7 +430,7 @@ class Receiver(Worker):
                     if which is monitor:
                         self._monitor_event(sock, monitor)
                         continue
-                    try:
+                    try:  # noqa: SIM105 - free in the hot path, unlike a context manager
                         receive(sock, topic, header, payload)
                     except zmq.Again:  # pragma: no cover - polled ready, taken by nothing else
                         pass
