@@ -377,25 +377,26 @@ STREAM_SECTION = "stream:"
 
 def format_status(st: dict[str, Any]) -> str:
     """One line of a composed status: the state and the overall health, the receiver's
-    counters (of each ``stream:NAME`` section when there are several streams), then the
-    other sections'."""
+    counters (each stream's, from its ``stream:NAME`` section, when there are several),
+    then the other sections'."""
     health = overall_health(st)
     why = f" ({health['health_reason']})" if health["health_reason"] else ""
     streams = {name[len(STREAM_SECTION):]: section for name, section in st.items()
                if name.startswith(STREAM_SECTION) and isinstance(section, dict)}
     if "frames_received" in st:  # one receiver, its status at the top
-        line = f"{st.get('state', '-')}, health {health['health']}{why}; {_stream_line(st)}"
+        line = (f"{st.get('state', '-')}, health {health['health']}{why}; "
+                f"{_counters(st)} rss {_num(st['rss_mb'], '.0f')}MiB")
     else:
         states = sorted({s.get("state", "-") for s in streams.values()})
         line = (f"{len(streams)} streams {'/'.join(states) or '-'}, health "
                 f"{health['health']}{why}; ")
-        line += "; ".join(f"{name}: {_stream_line(s, rss=False)}"
+        line += "; ".join(f"{name}: {s.get('state', '-')} {_counters(s)}"
                           for name, s in streams.items())
-        rss = next((s.get("rss_mb") for s in streams.values() if "rss_mb" in s), None)
+        rss = next((s["rss_mb"] for s in streams.values() if "rss_mb" in s), None)
         line += f"; rss {_num(rss, '.0f')}MiB"
-    for name, section in st.items():
-        if isinstance(section, dict) and name != "rejected" and name[len(STREAM_SECTION):] \
-                not in streams:
+    for name, section in st.items():  # sections carry a health; counters (dicts) do not
+        if isinstance(section, dict) and "health" in section and \
+                not name.startswith(STREAM_SECTION):
             summary = _SECTION_SUMMARY.get(name.partition(":")[0])
             line += f" | {name} {summary(section) if summary else ''}".rstrip()
     return line
@@ -405,17 +406,15 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def _stream_line(st: dict[str, Any], rss: bool = True) -> str:
-    """A receiver's counters (a stream's part of the status line)."""
-    if "frames_received" not in st:  # unreadable: the section says why
-        return f"{st.get('state', '-')} {st.get('error', '')}".rstrip()
+def _counters(st: dict[str, Any]) -> str:
+    """A receiver's counters in the status line."""
+    if "frames_received" not in st:  # an unreadable section: it says why
+        return str(st.get("error", "-"))
     rejected = ",".join(f"{k}={v}" for k, v in st["rejected"].items() if v) or "0"
-    line = (f"{'' if rss else st.get('state', '-') + ' '}"
-            f"frames {st['frames_received']} held {st['frames_held']}/{st['buffer_shape'][0]} "
+    return (f"frames {st['frames_received']} held {st['frames_held']}/{st['buffer_shape'][0]} "
             f"rate {st['frame_rate']:.2f}/s delay {_num(st['delay_s'], '.3f')}s "
             f"age {_num(st['data_age_s'], '.3f')}s lost {st['lost']} rejected {rejected} "
             f"restarts {st['restarts']} mean {_num(st['latest_mean'], '.4g')}")
-    return line + (f" rss {_num(st['rss_mb'], '.0f')}MiB" if rss else "")
 
 
 _SECTION_SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -426,14 +426,17 @@ class Receiver(Worker):
                 self._check_stalled()
                 # one message per poll: zmq_poll returns at once while more are waiting,
                 # which costs less than asking ZMQ_EVENTS (or failing a receive) after each
-                for which, _ in zmq.zmq_poll(items, timeout):
-                    if which is monitor:
-                        self._monitor_event(sock, monitor)
-                        continue
+                ready = zmq.zmq_poll(items, timeout)
+                if not ready:
+                    continue
+                # messages first: reconnecting after a disconnection drops those queued
+                if ready[0][0] is sock:
                     try:  # noqa: SIM105 - free in the hot path, unlike a context manager
                         receive(sock, topic, header, payload)
                     except zmq.Again:  # pragma: no cover - polled ready, taken by nothing else
                         pass
+                else:
+                    self._monitor_event(sock, monitor)
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
