@@ -1,9 +1,13 @@
 """Receiver vs a plain pyzmq loop, against the same publisher process on tcp loopback.
 
 Measured in one run: frames/s ingested under a flood (and received/sent), process CPU per
-frame at a paced 1,000 frames/s, CPU while idle, and RSS growth over a flood. Targets (issue:
-receiver): ingest >= 0.9x the plain loop, <= 20 us CPU per frame at 1,000 frames/s, idle
-<= 0.1 % of a core, RSS growth <= 5 MB over the flood.
+frame at a paced 1,000 frames/s, CPU per frame at 100 frames/s against a bare poll +
+recv_multipart loop (rounds alternating between the two, same publisher process), one process
+following 16 beams at 2 frames/s each (16 Receivers, one publisher process with 16 sockets),
+CPU while idle, and RSS growth over a flood. Targets (issues: receiver, many beams): ingest
+>= 0.9x the plain loop, <= 20 us CPU per frame at 1,000 frames/s, <= 1.25x the bare loop's
+CPU per frame at 100 frames/s, 16 beams for <= 2 % of a core, idle <= 0.1 % of a core, RSS
+growth <= 5 MB over the flood.
 Run: python benchmarks/bench_receiver.py [--seconds 5]
 """
 
@@ -82,7 +86,7 @@ class RecvOnly(PlainLoop):
 
 class SunspecLoop:
     def __init__(self, endpoint: str):
-        self.r = Receiver(endpoint=endpoint)
+        self.r = Receiver(endpoint=endpoint, name="bench")
 
     def start(self) -> SunspecLoop:
         self.r.start()
@@ -96,11 +100,14 @@ class SunspecLoop:
 
 
 class Publisher:
-    def __init__(self) -> None:
+    """The publisher process, with ``count`` sockets (one per beam)."""
+
+    def __init__(self, count: int = 1) -> None:
         script = Path(__file__).with_name("_publisher.py")
-        self.p = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        self.endpoint = self.p.stdout.readline().split()[1]
+        self.p = subprocess.Popen([sys.executable, str(script), str(count)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.endpoints = self.p.stdout.readline().split()[1:]
+        self.endpoint = self.endpoints[0]
 
     def run(self, cmd: str) -> int:
         self.p.stdin.write(cmd + "\n")
@@ -150,6 +157,9 @@ def main() -> None:
               f"; the recv-only floor on this machine is {floor:.1f} us, sunspec adds "
               f"{us - floor:.1f} us ({us / floor:.2f}x the floor)")
 
+        paced_100(pub, secs)
+        sixteen_beams(secs)
+
         r = Receiver(endpoint=pub.endpoint).start()
         time.sleep(1.0)
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -172,6 +182,51 @@ def main() -> None:
         r.stop()
     finally:
         pub.close()
+
+
+def paced_100(pub: Publisher, secs: float, rounds: int = 3) -> None:
+    """CPU per frame at 100 frames/s: Receiver vs the bare poll + recv_multipart loop, in
+    alternating rounds so that both see the same machine load."""
+    cpu = {"bare loop": 0.0, "sunspec": 0.0}
+    got = dict.fromkeys(cpu, 0)
+    for _ in range(rounds):
+        for name, cls in (("bare loop", RecvOnly), ("sunspec", SunspecLoop)):
+            loop = cls(pub.endpoint).start()
+            _, n, c, _ = phase(pub, loop, f"pace 100 {secs * 2 / rounds}")
+            loop.stop()
+            cpu[name] += c
+            got[name] += n
+    per = {name: 1e3 * cpu[name] / max(got[name], 1) for name in cpu}
+    ratio = per["sunspec"] / per["bare loop"]
+    print(f"paced 100/s, {rounds} alternating rounds: bare poll+recv_multipart "
+          f"{per['bare loop']:.3f} ms CPU per frame ({got['bare loop']} frames), sunspec "
+          f"{per['sunspec']:.3f} ms ({got['sunspec']} frames): {ratio:.2f}x "
+          f"(target <= 1.25x) {verdict(ratio <= 1.25)}")
+
+
+def sixteen_beams(secs: float, beams: int = 16, rate: float = 2.0) -> None:
+    """One process following ``beams`` streams at ``rate`` frames/s each: % of a core."""
+    duration = max(20.0, 4 * secs)
+    pub = Publisher(beams)
+    context = zmq.Context.instance()
+    receivers = [Receiver(endpoint=e, name=f"beam{i}", context=context).start()
+                 for i, e in enumerate(pub.endpoints)]
+    try:
+        time.sleep(0.5)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        sent = pub.run(f"pace {rate} {duration}")
+        time.sleep(0.5)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        got = sum(r.status()["frames_received"] for r in receivers)
+    finally:
+        for r in receivers:
+            r.stop()
+        pub.close()
+    core = 100 * cpu / wall
+    print(f"{beams} beams at {rate:g} frames/s each, {len(receivers)} Receivers in one process, "
+          f"over {wall:.0f} s: {got}/{sent} frames received, {core:.2f} % of a core "
+          f"({1e3 * cpu / max(got, 1):.3f} ms CPU per frame) (target <= 2 %) "
+          f"{verdict(core <= 2)}")
 
 
 class SunspecLoopWrap(SunspecLoop):

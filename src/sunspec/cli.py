@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, NoReturn
 
 import zmq
@@ -82,6 +83,20 @@ def _endpoint(text: str) -> str:
         return check_endpoint(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: a stream's name: it names status sections and files, so a plain file-name token
+_STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _stream(text: str) -> tuple[str, str]:
+    """``NAME=ENDPOINT``: one stream of ``sunspec-recv --stream``."""
+    name, sep, endpoint = text.partition("=")
+    if not sep or not _STREAM_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=ENDPOINT with NAME of letters, digits, '_', '.', '-' (at most 64, "
+            f"starting with a letter or digit), got {text!r}")
+    return name, _endpoint(endpoint)
 
 
 def _bind_endpoint(text: str) -> str:
@@ -244,13 +259,21 @@ def recv_parser() -> argparse.ArgumentParser:
         description="Receive a sunspec / OVRO-LWA spectrum stream into a ring buffer and "
         "report its status.",
     )
-    p.add_argument("--addr", default=d["addr"],
-                   help="address of the sender's PUB socket (default: %(default)s)")
-    p.add_argument("--port", type=_port, default=d["port"],
-                   help="port of the sender (default: %(default)s; deployed recorders use "
+    p.add_argument("--addr", default=None,
+                   help=f"address of the sender's PUB socket (default: {d['addr']})")
+    p.add_argument("--port", type=_port, default=None,
+                   help=f"port of the sender (default: {d['port']}; deployed recorders use "
                    "30000 + beam)")
     p.add_argument("--endpoint", type=_endpoint, default=None,
                    help="full ZeroMQ endpoint, e.g. tcp://host:port; overrides --addr/--port")
+    p.add_argument("--stream", type=_stream, action="append", default=None,
+                   metavar="NAME=ENDPOINT",
+                   help="follow several streams (beams, instruments) in one process: repeat "
+                   "for each, e.g. --stream beam1=tcp://127.0.0.1:30001 --stream "
+                   "beam2=tcp://127.0.0.1:30002; each has its own ring, status section "
+                   "stream:NAME, snapshots NAME_*.png, archive directory ARCHIVE_DIR/NAME, "
+                   "events directory EVENTS_DIR/NAME and events port (+ i for the i-th "
+                   "stream); instead of --addr/--port/--endpoint/--demo")
     p.add_argument("--buffer-length", type=_positive_int, default=d["buffer_length"],
                    help="frames kept in the ring (default: %(default)s, ~10 min at 2/s)")
     p.add_argument("--gc-interval", type=_count, default=d["gc_interval"],
@@ -349,29 +372,50 @@ def recv_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: composed-status section of stream NAME when ``sunspec-recv`` follows several (--stream)
+STREAM_SECTION = "stream:"
+
+
 def format_status(st: dict[str, Any]) -> str:
-    """One line of a composed status: the stream's state and the overall health, the
-    receiver's counters, then its consumers'."""
-
-    def num(v: float | None, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
+    """One line of a composed status: the state and the overall health, the receiver's
+    counters (each stream's, from its ``stream:NAME`` section, when there are several),
+    then the other sections'."""
     health = overall_health(st)
     why = f" ({health['health_reason']})" if health["health_reason"] else ""
-    rejected = ",".join(f"{k}={v}" for k, v in st["rejected"].items() if v) or "0"
-    line = (
-        f"{st.get('state', '-')}, health {health['health']}{why}; "
-        f"frames {st['frames_received']} held {st['frames_held']}/{st['buffer_shape'][0]} "
-        f"rate {st['frame_rate']:.2f}/s delay {num(st['delay_s'], '.3f')}s "
-        f"age {num(st['data_age_s'], '.3f')}s lost {st['lost']} rejected {rejected} "
-        f"restarts {st['restarts']} mean {num(st['latest_mean'], '.4g')} "
-        f"rss {num(st['rss_mb'], '.0f')}MiB"
-    )
-    for name, section in st.items():
-        if isinstance(section, dict) and name != "rejected":
-            summary = _SECTION_SUMMARY.get(name)
+    streams = {name[len(STREAM_SECTION):]: section for name, section in st.items()
+               if name.startswith(STREAM_SECTION) and isinstance(section, dict)}
+    if "frames_received" in st:  # one receiver, its status at the top
+        line = (f"{st.get('state', '-')}, health {health['health']}{why}; "
+                f"{_counters(st)} rss {_num(st['rss_mb'], '.0f')}MiB")
+    else:
+        states = sorted({s.get("state", "-") for s in streams.values()})
+        line = (f"{len(streams)} streams {'/'.join(states) or '-'}, health "
+                f"{health['health']}{why}; ")
+        line += "; ".join(f"{name}: {s.get('state', '-')} {_counters(s)}"
+                          for name, s in streams.items())
+        rss = next((s["rss_mb"] for s in streams.values() if "rss_mb" in s), None)
+        line += f"; rss {_num(rss, '.0f')}MiB"
+    for name, section in st.items():  # sections carry a health; counters (dicts) do not
+        if isinstance(section, dict) and "health" in section and \
+                not name.startswith(STREAM_SECTION):
+            summary = _SECTION_SUMMARY.get(name.partition(":")[0])
             line += f" | {name} {summary(section) if summary else ''}".rstrip()
     return line
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _counters(st: dict[str, Any]) -> str:
+    """A receiver's counters in the status line."""
+    if "frames_received" not in st:  # an unreadable section: it says why
+        return str(st.get("error", "-"))
+    rejected = ",".join(f"{k}={v}" for k, v in st["rejected"].items() if v) or "0"
+    return (f"frames {st['frames_received']} held {st['frames_held']}/{st['buffer_shape'][0]} "
+            f"rate {st['frame_rate']:.2f}/s delay {_num(st['delay_s'], '.3f')}s "
+            f"age {_num(st['data_age_s'], '.3f')}s lost {st['lost']} rejected {rejected} "
+            f"restarts {st['restarts']} mean {_num(st['latest_mean'], '.4g')}")
 
 
 _SECTION_SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -379,58 +423,99 @@ _SECTION_SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "snapshots": lambda s: f"written {s.get('written', '-')} failed {s.get('failed', '-')}",
     "archive": lambda s: f"rows {s.get('rows_written', '-')} files "
                          f"{s.get('files_written', '-')}",
+    "detector": lambda s: f"events {s.get('events', '-')}",
     "demo": lambda s: f"sent {s.get('sent', '-')}",
 }
 
 
+def _nth_endpoint(parser: argparse.ArgumentParser, endpoint: str, i: int, name: str) -> str:
+    """The events endpoint of the ``i``-th stream: a TCP port + ``i`` (any free port stays
+    any free port), an ipc/inproc name + ``-NAME``."""
+    if i == 0:
+        return endpoint
+    if not endpoint.startswith("tcp://"):
+        return f"{endpoint}-{name}"
+    base, _, port = endpoint.rpartition(":")
+    if port in ("*", "0"):
+        return endpoint
+    if int(port) + i > 65535:
+        parser.error(f"--events-endpoint {endpoint}: no port {int(port) + i} for stream "
+                     f"{name} (the i-th stream publishes on the port + i)")
+    return f"{base}:{int(port) + i}"
+
+
 def _start_consumers(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                     receiver: Receiver, board: StatusBoard, running: ExitStack) -> None:
-    """Start what reads the ring from its own thread (burst detector, live view, snapshots,
-    archive) and compose their status sections on ``board``. The detector starts first: the
-    live view and the snapshots are handed its events (they import nothing of it)."""
-    detector = None
+                     receivers: Sequence[Receiver], board: StatusBoard,
+                     running: ExitStack) -> None:
+    """Start what reads the rings from its own thread (burst detector, live view, snapshots,
+    archive) and compose their status sections on ``board``. The detectors start first: the
+    live view and the snapshots are handed their events (they import nothing of them). With
+    ``--stream`` each stream gets its own detector, snapshots and archive, in sections
+    ``KIND:NAME`` and files named by the stream; without, the one receiver's are ``KIND``."""
+    named = bool(args.stream)
+    status = board.read if named else receivers[0].get_buffer_status
+    detectors: dict[str, Any] = {}
     if args.detect:
         from .detect import DetectorWorker
 
-        try:
-            detector = running.enter_context(DetectorWorker(
-                receiver, log_dir=args.events_dir or args.archive_dir,
-                events_endpoint=args.events_endpoint))
-        except zmq.ZMQError as exc:
-            _in_use(parser, "--events-endpoint", args.events_endpoint, exc)
-        board.add("detector", detector.status)
-        log.info("burst detection on; events published on %s", detector.endpoint)
+        for i, receiver in enumerate(receivers):
+            log_dir = args.events_dir or args.archive_dir
+            if named and log_dir is not None:
+                log_dir = Path(log_dir) / receiver.name
+            endpoint = args.events_endpoint
+            if named and endpoint is not None:
+                endpoint = _nth_endpoint(parser, endpoint, i, receiver.name)
+            try:
+                detector = running.enter_context(DetectorWorker(
+                    receiver, log_dir=log_dir, events_endpoint=endpoint))
+            except zmq.ZMQError as exc:
+                _in_use(parser, "--events-endpoint", endpoint, exc)
+            detectors[receiver.name] = detector
+            board.add("detector" + (f":{receiver.name}" if named else ""), detector.status)
+            log.info("burst detection on %s; events published on %s", receiver.name,
+                     detector.endpoint)
     if args.web:
         from .web import serve
 
+        one = len(receivers) == 1
+        sources: Any = receivers[0] if one else receivers
+        hooks: dict[str, Any] = {}
+        if detectors:
+            hooks["events"] = next(iter(detectors.values())).get_events if one else {
+                name: d.get_events for name, d in detectors.items()}
+            hooks["excess_db"] = next(iter(detectors.values())).excess_db if one else {
+                name: d.excess_db for name, d in detectors.items()}
         try:
-            server = serve(receiver, host=args.web_host, port=args.web_port,
-                           status=receiver.get_buffer_status,
-                           events=detector.get_events if detector else None,
-                           excess_db=detector.excess_db if detector else None,
+            server = serve(sources, host=args.web_host, port=args.web_port, status=status,
                            max_connections=args.web_max_connections,
                            max_viewers=args.web_max_viewers,
                            request_timeout=args.web_request_timeout,
-                           allow_origins=args.web_allow_origin)
+                           allow_origins=args.web_allow_origin, **hooks)
         except OSError as exc:
             _in_use(parser, "--web-port", args.web_port, exc)
         running.callback(server.stop)
         board.add("web", server.status)
-    if args.snapshot_dir:
-        from .snapshot import SnapshotWriter
+    for receiver in receivers:
+        suffix = f":{receiver.name}" if named else ""  # of the section names
+        found = detectors.get(receiver.name)
+        if args.snapshot_dir:
+            from .snapshot import SnapshotWriter
 
-        snapshots = running.enter_context(SnapshotWriter(
-            receiver, args.snapshot_dir, interval=args.snapshot_interval,
-            keep=args.snapshot_keep, events=detector.get_events if detector else None))
-        board.add("snapshots", snapshots.status)
-    if args.archive_dir:
-        from .archive import ArchiveWriter
+            prefix = {"prefix": receiver.name} if named else {}
+            snapshots = running.enter_context(SnapshotWriter(
+                receiver, args.snapshot_dir, interval=args.snapshot_interval,
+                keep=args.snapshot_keep, events=found.get_events if found else None,
+                **prefix))
+            board.add("snapshots" + suffix, snapshots.status)
+        if args.archive_dir:
+            from .archive import ArchiveWriter
 
-        writer = running.enter_context(ArchiveWriter(
-            receiver, args.archive_dir, fmt=args.archive_format, span=args.archive_span,
-            sun_above=args.archive_sun_above, keep_days=args.archive_keep_days,
-            min_free_gb=args.archive_min_free))
-        board.add("archive", writer.status)
+            directory = Path(args.archive_dir) / receiver.name if named else args.archive_dir
+            writer = running.enter_context(ArchiveWriter(
+                receiver, directory, fmt=args.archive_format, span=args.archive_span,
+                sun_above=args.archive_sun_above, keep_days=args.archive_keep_days,
+                min_free_gb=args.archive_min_free))
+            board.add("archive" + suffix, writer.status)
 
 
 def _curve_keys(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
@@ -456,7 +541,21 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
                                 ("--archive-dir", "archive", args.archive_dir)):
         if wanted:
             _require_extra(parser, extra, flag)
-    if not args.demo and args.endpoint is None:
+    d = _defaults(Receiver)
+    if args.stream:
+        given = [flag for flag, v in (("--addr", args.addr), ("--port", args.port),
+                                      ("--endpoint", args.endpoint),
+                                      ("--demo", args.demo or None)) if v is not None]
+        if given:
+            parser.error(f"--stream names every stream: it cannot go with {', '.join(given)}")
+        names = [name for name, _ in args.stream]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            parser.error(f"--stream: each stream needs its own name; {', '.join(twice)} "
+                         "given more than once")
+    args.addr = d["addr"] if args.addr is None else args.addr
+    args.port = d["port"] if args.port is None else args.port
+    if not args.demo and args.endpoint is None and not args.stream:
         try:
             check_endpoint(f"tcp://{args.addr}:{args.port}")
         except ValueError as exc:
@@ -466,28 +565,36 @@ def recv_main(argv: Sequence[str] | None = None) -> int:
     stop = _stop_event_on_signals()
     board = StatusBoard()
     with ExitStack() as running:
-        endpoint = args.endpoint
-        if args.demo:
-            from .sim import SimulatedStream
+        options = dict(buffer_length=args.buffer_length, product=args.product, pol=args.pol,
+                       factor=args.factor, beam_index=args.beam_index,
+                       gc_interval=args.gc_interval, chan0=args.chan0, status_board=board,
+                       stall_timeout=args.stall_timeout, curve=curve)
+        if args.stream:  # one receiver per stream, one ZeroMQ context, a section each
+            context: zmq.Context[Any] = zmq.Context.instance()
+            receivers = [Receiver(endpoint=endpoint, name=name, context=context, **options)
+                         for name, endpoint in args.stream]
+            for receiver in receivers:
+                board.add(STREAM_SECTION + receiver.name, receiver.status)
+            read: Callable[[], dict[str, Any]] = board.read
+        else:
+            endpoint = args.endpoint
+            if args.demo:
+                from .sim import SimulatedStream
 
-            demo = running.enter_context(SimulatedStream(port=0, wait_subscribers=1))
-            endpoint = demo.endpoint
-            log.info("demo: simulated recorder publishing on %s", endpoint)
-            board.add("demo", lambda: _demo_status(demo, stop))
-        receiver = Receiver(
-            args.addr, args.port, endpoint=endpoint, buffer_length=args.buffer_length,
-            product=args.product, pol=args.pol, factor=args.factor, beam_index=args.beam_index,
-            gc_interval=args.gc_interval, chan0=args.chan0, status_board=board,
-            stall_timeout=args.stall_timeout, curve=curve,
-        )
-        # consumers first, so that at exit the receiver stops first and they drain its ring
-        _start_consumers(parser, args, receiver, board, running)
-        running.enter_context(receiver)
-        code = _supervise(stop, args.status_interval, receiver.get_buffer_status,
-                          args.exit_on_failure)
+                demo = running.enter_context(SimulatedStream(port=0, wait_subscribers=1))
+                endpoint = demo.endpoint
+                log.info("demo: simulated recorder publishing on %s", endpoint)
+                board.add("demo", lambda: _demo_status(demo, stop))
+            receivers = [Receiver(args.addr, args.port, endpoint=endpoint, **options)]
+            read = receivers[0].get_buffer_status
+        # consumers first, so that at exit the receivers stop first and they drain the rings
+        _start_consumers(parser, args, receivers, board, running)
+        for receiver in receivers:
+            running.enter_context(receiver)
+        code = _supervise(stop, args.status_interval, read, args.exit_on_failure)
         stop.set()  # the parts stop now: not a failure
     try:
-        log.info("final status: %s", format_status(receiver.get_buffer_status()))
+        log.info("final status: %s", format_status(read()))
     except Exception as exc:  # pragma: no cover - e.g. no file descriptor free
         log.warning("final status unreadable: %r", exc)
     return code
