@@ -262,12 +262,16 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(Reject.HEADER, f"{name} is not JSON (RFC 8259)")
 
 
+#: one decoder for every header (``json.loads`` with options builds one per call)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load(data: bytes | bytearray | memoryview, limit: int) -> dict[str, Any]:
     """The JSON object of a header frame of at most ``limit`` bytes."""
     if len(data) > limit:
         raise ProtocolError(Reject.OVERSIZE, f"header of {len(data)} bytes, limit {limit}")
     try:
-        h = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+        h = _DECODER.decode(bytes(data).decode("utf-8"))
     except ProtocolError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -90,6 +90,7 @@ class RingBuffer:
         self._head = 0
         self._total = 0
         self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0  # readers in wait(): a commit wakes them only when there are some
 
     @property
     def freqs_mhz(self) -> np.ndarray | None:
@@ -126,7 +127,8 @@ class RingBuffer:
         with self._cond:
             self._head = (r + 1) % (self.nrows + 1)
             self._total += 1
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     # --- reader side (any thread) ---------------------------------------------------------
     def _copy(self, end: int, n: int, first_index: int, missed: int) -> Rows:
@@ -174,4 +176,8 @@ class RingBuffer:
     def wait(self, cursor: int, timeout: float | None = None) -> bool:
         """Block until a frame with index >= ``cursor`` exists (or ``timeout`` s pass)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._total > cursor, timeout)
+            self._waiting += 1
+            try:
+                return self._cond.wait_for(lambda: self._total > cursor, timeout)
+            finally:
+                self._waiting -= 1
