@@ -126,9 +126,9 @@ def test_two_frames_per_gulp_with_deployed_keys_values_and_quick_span_release(ha
 def test_no_sleeping_whatever_stream_interval_says(harness):
     ring = StandinRing([(ring_header(nchan=64), make_gulps(20, 128, 64))])
     h = harness(ring, ntime_gulp=128, stream_interval=5.0)
-    t0 = time.perf_counter()
-    assert len(h.run()) == 40
-    assert time.perf_counter() - t0 < 3.0
+    with CallsByThread(waiting_call) as waits:
+        assert len(h.run()) == 40
+    assert waits.calls.get(h.thread.name, 0) == 0, waits.calls  # never sleeps nor waits
 
 
 def test_short_final_span_and_partial_window_then_next_sequence(harness):
@@ -240,24 +240,16 @@ def test_late_join_and_overrun_frames_are_labelled_by_the_spectra_they_hold(
     assert any("were not read" in r.getMessage() for r in caplog.records)
 
 
-class ZmqCallsByThread:
-    """Counts, per thread, calls into pyzmq (Python functions in its package and its
-    compiled methods), through a profile hook set on the threads started while it is on."""
+class CallsByThread:
+    """Counts, per thread, the calls ``wanted(event, frame, arg)`` picks, through a profile
+    hook set on the threads started while it is on."""
 
-    def __init__(self):
+    def __init__(self, wanted):
         self.calls: dict[str, int] = {}
-        self._dir = str(Path(zmq.__file__).parent)
+        self._wanted = wanted
 
     def _hook(self, frame, event, arg):
-        if event == "call":
-            ours = frame.f_code.co_filename.startswith(self._dir)
-        elif event == "c_call":
-            owner = type(getattr(arg, "__self__", None)).__module__
-            ours = (getattr(arg, "__module__", None) or "").startswith("zmq") or \
-                owner.startswith("zmq")
-        else:
-            ours = False
-        if ours:
+        if self._wanted(event, frame, arg):
             name = threading.current_thread().name
             self.calls[name] = self.calls.get(name, 0) + 1
 
@@ -267,6 +259,28 @@ class ZmqCallsByThread:
 
     def __exit__(self, *exc):
         threading.setprofile(None)
+
+
+_ZMQ_DIR = str(Path(zmq.__file__).parent)
+
+
+def zmq_call(event, frame, arg) -> bool:
+    """A call into pyzmq: a Python function of its package or one of its compiled methods."""
+    if event == "call":
+        return frame.f_code.co_filename.startswith(_ZMQ_DIR)
+    if event == "c_call":
+        owner = type(getattr(arg, "__self__", None)).__module__
+        return (getattr(arg, "__module__", None) or "").startswith("zmq") or \
+            owner.startswith("zmq")
+    return False
+
+
+def waiting_call(event, frame, arg) -> bool:
+    """A call that can put a thread to sleep: time.sleep or a threading wait."""
+    if event == "c_call":
+        return arg is time.sleep
+    return event == "call" and frame.f_code.co_name in ("wait", "wait_for") and \
+        frame.f_code.co_filename == threading.__file__
 
 
 def flood_subscriptions(endpoint, stop, sent):
@@ -297,7 +311,7 @@ def test_during_a_subscription_flood_the_ring_thread_makes_no_zmq_call(harness):
     flooder.start()
     try:
         assert wait_until(lambda: h.op.publisher.status().get("refused", 0) > 1000)
-        with ZmqCallsByThread() as calls:
+        with CallsByThread(zmq_call) as calls:
             msgs = h.run()
     finally:
         stop.set()

@@ -300,8 +300,8 @@ def test_restart_binds_again_and_forwards(made):
 
 
 def test_stream_endpoints_and_bad_arguments():
-    assert stream_endpoints("tcp://10.0.0.5:31001", 3) == [
-        "tcp://10.0.0.5:31001", "tcp://10.0.0.5:31002", "tcp://10.0.0.5:31003"]
+    assert stream_endpoints("tcp://127.0.0.1:31001", 3) == [
+        "tcp://127.0.0.1:31001", "tcp://127.0.0.1:31002", "tcp://127.0.0.1:31003"]
     assert stream_endpoints("tcp://127.0.0.1:*", 2) == ["tcp://127.0.0.1:*"] * 2
     assert stream_endpoints("ipc:///tmp/x", 1) == ["ipc:///tmp/x"]
     with pytest.raises(ValueError, match="tcp://HOST:PORT"):
