@@ -38,13 +38,6 @@ def wait_rows(writer: ArchiveWriter, n: int, timeout: float = 10.0) -> None:
     assert wait_until(lambda: writer.status()["rows_written"] >= n, timeout), writer.status()
 
 
-@pytest.fixture
-def pub():
-    p = RawPublisher()
-    yield p
-    p.close()
-
-
 def send_frames(pub: RawPublisher, n: int, t0: int, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     for i in range(n):

@@ -27,11 +27,7 @@ def header(nchan: int = NCH, **keys):
     return protocol.encode(np.zeros((1, nchan, 1), np.float32), h)[1]
 
 
-@pytest.fixture
-def pub():
-    p = RawPublisher(nodrop=True)
-    yield p
-    p.close()
+pytestmark = pytest.mark.publisher(nodrop=True)
 
 
 def start(pub: RawPublisher, **kw) -> Receiver:

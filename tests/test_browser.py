@@ -4,11 +4,10 @@ fed by the simulator through a real Receiver. Leaves a screenshot in ``test-arti
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from pathlib import Path
 
 import pytest
+from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from streams import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -18,13 +17,7 @@ from sunspec import Receiver, StatusBoard  # noqa: E402
 from sunspec.sim import SimulatedStream, TypeIII  # noqa: E402
 from sunspec.web import serve  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="chromium not installed (apt-get install chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ real RingBuffer; the page talks to a real WebServer. Leaves a screenshot in test
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from streams import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -22,12 +21,7 @@ from sunspec.ring import RingBuffer  # noqa: E402
 from sunspec.source import wait_for_ring  # noqa: E402
 from sunspec.web import serve  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="chromium not installed (apt-get install chromium)")
+pytestmark = needs_chromium
 
 NCHAN, NROWS = 192, 240
 T0 = 1.7158e9  # 2024-05-16 UTC

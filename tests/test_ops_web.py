@@ -20,7 +20,7 @@ import urllib.request
 import numpy as np
 import psutil
 import pytest
-from streams import RawPublisher, wait_until
+from streams import wait_until
 
 aiohttp = pytest.importorskip("aiohttp")
 
@@ -28,21 +28,7 @@ from sunspec import Receiver  # noqa: E402
 from sunspec._worker import Worker  # noqa: E402
 from sunspec.web import serve  # noqa: E402
 
-
-@pytest.fixture
-def pub():
-    p = RawPublisher(sndhwm=10_000)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def rx(pub):
-    r = Receiver(endpoint=pub.endpoint, buffer_length=64)
-    r.start()
-    pub.wait_subscriber()
-    yield r
-    r.stop()
+pytestmark = [pytest.mark.publisher(sndhwm=10_000), pytest.mark.receiver(buffer_length=64)]
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes]:

@@ -14,29 +14,6 @@ from test_receiver_accounting import settled
 from sunspec import Receiver, StatusBoard, StreamReceiver, clock, protocol
 
 
-@pytest.fixture
-def pub(request):
-    p = RawPublisher(**getattr(request, "param", {}))
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def receiver_for(pub):
-    made = []
-
-    def make(**kw):
-        r = Receiver(endpoint=pub.endpoint, **kw)
-        made.append(r)
-        r.start()
-        pub.wait_subscriber()
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
-
-
 def frames_received(r, n, timeout=5.0):
     assert wait_until(lambda: r.get_buffer_status()["frames_received"] >= n, timeout), (
         r.get_buffer_status())

@@ -16,29 +16,8 @@ from streams import TAG0, WINDOW, RawPublisher, const_frame, wait_until
 
 from sunspec import Receiver, clock, protocol
 
-
-@pytest.fixture
-def pub():
-    p = RawPublisher(nodrop=True)  # sends wait for room: nothing dropped on our side
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def receiver_for(pub):
-    made = []
-
-    def make(**kw):
-        kw.setdefault("rcvhwm", 10_000)
-        r = Receiver(endpoint=pub.endpoint, **kw)
-        made.append(r)
-        r.start()
-        pub.wait_subscriber()
-        return r
-
-    yield make
-    for r in made:
-        r.stop()
+# sends wait for room: nothing is dropped on our side
+pytestmark = [pytest.mark.publisher(nodrop=True), pytest.mark.receiver(rcvhwm=10_000)]
 
 
 def message(frame: np.ndarray, *, sender_id: str, seq: int, **extra) -> list[bytes]:

@@ -30,20 +30,7 @@ def frame(i: int, nchan: int = NCHAN) -> np.ndarray:
     return f
 
 
-@pytest.fixture
-def pub():
-    p = RawPublisher(sndhwm=10_000)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def rx(pub):
-    r = Receiver(endpoint=pub.endpoint, buffer_length=32)
-    r.start()
-    pub.wait_subscriber()
-    yield r
-    r.stop()
+pytestmark = [pytest.mark.publisher(sndhwm=10_000), pytest.mark.receiver(buffer_length=32)]
 
 
 @pytest.fixture
