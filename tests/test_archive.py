@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from archiving import T_EDGE, FakeReceiver, rows_for
+from archiving import T_EDGE, FakeReceiver, kill_when_ready, rows_for
 from streams import RawPublisher, wait_until
 
 from sunspec import Receiver
@@ -213,14 +208,7 @@ def test_crash_keeps_completed_files_and_next_start_recovers(tmp_path, fmt):
     t0 = T_EDGE + FS // 2  # rows at 20:15:00.5 + 0.5 s * i: 20 per 10 s span
     script = _CRASH_SCRIPT.format(tests=str(Path(__file__).parent), t0=t0,
                                   directory=str(tmp_path), fmt=fmt)
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        proc.stdout.close()
+    kill_when_ready(script)
     files = archived(tmp_path, fmt)
     assert len(files) == 2
     before = {f.name: f.read_bytes() for f in files}

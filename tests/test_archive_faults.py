@@ -3,16 +3,14 @@ file, journals left empty or unreadable, a receiver that raises."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from archiving import T_EDGE, TESTS, FakeReceiver, rows_for, run_on_tmpfs
+from archiving import T_EDGE, TESTS, FakeReceiver, kill_when_ready, rows_for, run_on_tmpfs
 from streams import wait_until
 
 from sunspec.archive import ArchiveWriter, read_archive
@@ -164,14 +162,7 @@ def test_kill_before_the_first_flush_loses_no_row(tmp_path, fmt):
     """Rows appended but never flushed survive a kill of the process; recovery counts them."""
     t0 = T_EDGE + FS
     script = _KILL_BEFORE_FLUSH.format(tests=TESTS, t0=t0, directory=str(tmp_path), fmt=fmt)
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        proc.stdout.close()
+    kill_when_ready(script)
     with ArchiveWriter(FakeReceiver(), tmp_path, fmt) as w:
         pass
     st = w.status()
