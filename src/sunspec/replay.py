@@ -126,7 +126,6 @@ class Replayer:
         self.start = start
         self.stop = stop
         self.sent = 0
-        self.loops = 0
         self._sources: list[_Source] = []
         try:
             for path in paths:
@@ -205,7 +204,6 @@ class Replayer:
                     if not self._send(protocol.encode(frame, header), stop):
                         return self.sent
                     self.sent += 1
-            self.loops += 1
             if not self.loop:
                 break
         while not self._pub.flush(0.1) and not stop.is_set() and not self._pub.closed:

@@ -53,7 +53,6 @@ class Event:
     rate: float
     excess_db: float
     harmonic: bool
-    opened_row: int
     last_row: int = -1
     continues: str | None = None
     triggers: int = 1
@@ -105,7 +104,7 @@ class EventBuilder:
                 return None
         ev = Event(self._new_id(trig.kind, tag_of(trig.onset_row)), trig.kind, trig.onset_row,
                    trig.end_row, trig.bin_high, trig.bin_low, trig.snr, trig.score, trig.rate,
-                   trig.excess_db, trig.harmonic, trig.row, trig.row)
+                   trig.excess_db, trig.harmonic, trig.row)
         self.open.append(ev)
         return ev
 
@@ -158,7 +157,7 @@ class EventBuilder:
                 if long and not quiet and not flush:
                     nxt = Event("", ev.type, ev.end_row, ev.end_row, ev.bin_high, ev.bin_low,
                                 ev.snr, ev.score, ev.rate, ev.excess_db, ev.harmonic, now_row,
-                                now_row, continues=ev.id)
+                                continues=ev.id)
                     successors.append(nxt)
                     self.open.append(nxt)
             elif ev.published_row < 0 or (ev.dirty and
