@@ -238,3 +238,19 @@ def test_missing_channels_of_a_descending_axis_land_on_their_frequencies(pub):
     gone = np.isnan(row)
     np.testing.assert_array_equal(ring.freqs_hz[gone], np.sort(AXIS_HZ[[0, 9]]))
     np.testing.assert_array_equal(row[~gone], np.delete(values, [0, 9])[::-1])
+
+
+def test_a_new_name_or_replay_flag_reaches_stream_info_without_a_new_ring(pub):
+    r = start(pub)
+    try:
+        pub.send(frame(np.ones(NCH)), freqs_hz=AXIS_HZ.tolist(), instrument="BIR")
+        rows_received(r, 1)
+        ring = r.ring
+        pub.send(frame(np.ones(NCH)), freqs_hz=AXIS_HZ.tolist(), instrument="GLASGOW",
+                 replay=True)
+        rows_received(r, 2)
+        info = r.stream_info
+    finally:
+        r.stop()
+    assert r.ring is ring  # the same geometry: the same ring
+    assert info["instrument"] == "GLASGOW" and info["replay"] is True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import operator
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -177,6 +178,12 @@ _WIRE_KEYS = frozenset((
 _STREAM_KEYS = ("time_tag", "nbeam", "nchan", "npol", "proto", "sender_id", "beam", "nint",
                 "navg", "chan0", "cfreq0", "bw", "chan_bw", "pols", "unit", "db_per_digit",
                 "instrument", "station", "replay", "source")
+#: ``stream_key(h)``: the values of the header's describing keys other than those that shape
+#: or label its rows (one C call, cheap enough for every frame): when it changes, so do the
+#: stream's keys (:meth:`FrameHeader.stream_keys`)
+stream_key = operator.attrgetter("sender_id", "time_tag", "proto", "beam", "nint", "navg", "bw",
+                                 "pols", "db_per_digit", "instrument", "station", "replay",
+                                 "source")
 #: the units of a stream's values: linear power, decibels, or an instrument's digits (of a
 #: logarithmic detector, ``db_per_digit`` dB each)
 UNITS = ("linear", "dB", "digits")

@@ -40,6 +40,7 @@ from .protocol import (
     check_payload_size,
     parse_end,
     parse_header,
+    stream_key,
 )
 from .ring import RingBuffer, Rows
 from .source import wait_for_ring
@@ -445,9 +446,13 @@ class Receiver(Worker):
         items = [(sock, zmq.POLLIN), (monitor, zmq.POLLIN)]
         timeout = round(POLL_INTERVAL * 1000)
         receive = self._receive_one
+        next_check = 0.0
         try:
             while not stop.is_set():
-                self._check_stalled()
+                now = time.monotonic()
+                if now >= next_check:  # a few times a second, not for every message
+                    self._check_stalled()
+                    next_check = now + POLL_INTERVAL
                 # one message per poll: zmq_poll returns at once while more are waiting,
                 # which costs less than asking ZMQ_EVENTS (or failing a receive) after each
                 ready = zmq.zmq_poll(items, timeout)
@@ -633,7 +638,7 @@ class Receiver(Worker):
             if self._cur is not None:
                 self._cur.rows += 1
             self._since_gc += 1
-            key = (h.sender_id, h.time_tag, h.beam, h.nint, h.navg, h.bw, h.pols)
+            key = stream_key(h)
             if key != self._info_key:
                 self._info_key = key
                 self._stream_info = h.stream_keys()
@@ -735,7 +740,7 @@ class Receiver(Worker):
         self._factor = cand.factor
         self._axis = _axis_kind(h, cand.geometry[3])
         self._geometry = cand.geometry
-        self._info_key = (h.sender_id, h.time_tag, h.beam, h.nint, h.navg, h.bw, h.pols)
+        self._info_key = stream_key(h)
         self._stream_info = h.stream_keys()
         self._ring = ring  # after stream_info: a consumer seeing the ring sees its labels
         st = self._stats
