@@ -1,4 +1,5 @@
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +29,32 @@ class FrameReducer:
     ) -> None: ...
     def reduce(self, row: int) -> int:
         """Raises IndexError unless 0 <= row < ring rows."""
+
+class RowStamps:
+    def __init__(
+        self,
+        end_tag: NDArray[np.int64],
+        end_unix: NDArray[np.float64],
+        seq: NDArray[np.int64],
+        arrival: NDArray[np.float64],
+    ) -> None: ...
+    def write(self, row: int, end_tag: int, end_unix: float, seq: int, arrival: float) -> None:
+        """Raises IndexError unless 0 <= row < rows."""
+
+class HeaderReader:
+    repeated: Final[bool]
+    kept: Final[bool]
+    digest: Final[int]
+    def __init__(
+        self,
+        buf: bytearray,
+        limit: int,
+        parse: Callable[[int], Any],
+        cls: type,
+        slots: tuple[int, ...],
+        ticks_per_second: int,
+    ) -> None: ...
+    def read(self, n: int) -> Any: ...
 
 # --- burst detection (sunspec.detect) ---
 def detect_bin_rows(

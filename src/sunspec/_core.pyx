@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""Compiled kernels of sunspec: loops only, every one with the GIL released.
+"""Compiled kernels of sunspec: loops only, every one with the GIL released (but the header
+scanner's few hundred bytes).
 
 They take typed memoryviews (the buffer protocol, never numpy's C API, so one build serves
 numpy 1.x and 2.x), compute into buffers they are given and allocate nothing. Shapes, dtypes
@@ -8,7 +9,8 @@ and ranges are checked by the Python wrappers in :mod:`sunspec.kernels`; calling
 directly with inconsistent arguments is undefined behaviour.
 """
 
-from libc.string cimport memcpy
+from cpython.object cimport PyObject
+from libc.string cimport memcmp, memcpy
 
 cdef extern from "_simd.h" nogil:
     void sunspec_accumulate_block(const float* x, Py_ssize_t stride, Py_ssize_t t0,
@@ -137,6 +139,33 @@ cdef class FrameReducer:
         return nbad
 
 
+cdef class RowStamps:
+    """The per-row times of a ring (window end tag and Unix time, seq, arrival), written one
+    row at a time by a single compiled call bound once to the four arrays."""
+
+    cdef long long[::1] end_tag
+    cdef double[::1] end_unix
+    cdef long long[::1] seq
+    cdef double[::1] arrival
+
+    def __init__(self, long long[::1] end_tag, double[::1] end_unix, long long[::1] seq,
+                 double[::1] arrival):
+        self.end_tag = end_tag
+        self.end_unix = end_unix
+        self.seq = seq
+        self.arrival = arrival
+
+    def write(self, Py_ssize_t row, long long end_tag, double end_unix, long long seq,
+              double arrival):
+        """Stamp ``row``; raises IndexError unless 0 <= row < rows."""
+        if row < 0 or row >= self.end_tag.shape[0]:
+            raise IndexError(f"row must be in [0, {self.end_tag.shape[0]}), got {row}")
+        self.end_tag[row] = end_tag
+        self.end_unix[row] = end_unix
+        self.seq[row] = seq
+        self.arrival[row] = arrival
+
+
 def copy_rows(const unsigned char[:, ::1] src, Py_ssize_t head, Py_ssize_t n,
               unsigned char[:, ::1] out) -> None:
     """Copy the ``n`` rows before ``head`` (wrapping) of ``src`` into ``out``, oldest first."""
@@ -247,3 +276,336 @@ def detect_line_sums(const float[:, ::1] hist, Py_ssize_t newest, const int[:, :
                         w += weight[bb]
                 out_sum[r, b] = s
                 out_n[r, b] = w
+
+
+# --- header reading (sunspec.protocol.HeaderReader) ------------------------------------------
+
+cdef extern from "Python.h":
+    # Python's own float(): correctly rounded, independent of the C locale
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) \
+        except? -1.0
+
+cdef enum:
+    # what a scan found (HeaderScanner.scan)
+    SCAN_OTHER = -1  # not a header the scanner reads: parsed in full
+    SCAN_NEW = 0  # read, with a stable part other than the kept one: parsed, then kept
+    SCAN_SAME = 1  # read, the kept stable part with other per-frame values
+    # longest per-frame number token read (digits of an int64 below 10**18, or a float)
+    TOKEN_MAX = 63
+
+
+cdef inline bint is_ws(unsigned char c) noexcept nogil:
+    return c == 32 or c == 9 or c == 10 or c == 13
+
+
+cdef inline bint is_digit(unsigned char c) noexcept nogil:
+    return 48 <= c <= 57
+
+
+cdef Py_ssize_t skip_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and is_ws(p[i]):
+        i += 1
+    return i
+
+
+cdef Py_ssize_t skip_string(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """p[i] is a quote: the index after the string's closing quote, or -1."""
+    i += 1
+    while i < n:
+        if p[i] == 34:  # "
+            return i + 1
+        i += 2 if p[i] == 92 else 1  # a backslash escapes the next byte
+    return -1
+
+
+cdef Py_ssize_t skip_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """The index after the value starting at p[i] (a string, an array or object however
+    nested, or a scalar), or -1. Its content is not checked: the caller compares it."""
+    cdef Py_ssize_t depth = 0
+    cdef unsigned char c
+    if i >= n:
+        return -1
+    c = p[i]
+    if c == 34:
+        return skip_string(p, i, n)
+    if c == 91 or c == 123:  # [ {
+        while i < n:
+            c = p[i]
+            if c == 34:
+                i = skip_string(p, i, n)
+                if i < 0:
+                    return -1
+                continue
+            if c == 91 or c == 123:
+                depth += 1
+            elif c == 93 or c == 125:  # ] }
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return -1
+    while i < n and not (is_ws(p[i]) or p[i] == 44 or p[i] == 125 or p[i] == 93):
+        i += 1
+    return i
+
+
+cdef Py_ssize_t number_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                           bint* is_int) noexcept nogil:
+    """The index after the JSON number (RFC 8259 grammar) at p[i], or -1."""
+    if i < n and p[i] == 45:  # -
+        i += 1
+    if i >= n:
+        return -1
+    if p[i] == 48:  # a leading 0 stands alone
+        i += 1
+    elif is_digit(p[i]):
+        while i < n and is_digit(p[i]):
+            i += 1
+    else:
+        return -1
+    is_int[0] = True
+    if i < n and p[i] == 46:  # .
+        i += 1
+        if i >= n or not is_digit(p[i]):
+            return -1
+        while i < n and is_digit(p[i]):
+            i += 1
+        is_int[0] = False
+    if i < n and (p[i] == 101 or p[i] == 69):  # e E
+        i += 1
+        if i < n and (p[i] == 43 or p[i] == 45):
+            i += 1
+        if i >= n or not is_digit(p[i]):
+            return -1
+        while i < n and is_digit(p[i]):
+            i += 1
+        is_int[0] = False
+    return i
+
+
+cdef inline bint key_is(const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                        const char* name, Py_ssize_t size) noexcept nogil:
+    """True if the key bytes p[a:b] spell ``name`` (``size`` bytes)."""
+    cdef Py_ssize_t k
+    if b - a != size:
+        return False
+    for k in range(size):
+        if p[a + k] != <unsigned char>name[k]:
+            return False
+    return True
+
+
+cdef unsigned long long fnv1a(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """64-bit FNV-1a (Fowler, Noll and Vo; IETF draft-eastlake-fnv) of p[:n]."""
+    cdef unsigned long long h = 14695981039346656037ULL
+    cdef Py_ssize_t k
+    for k in range(n):
+        h = (h ^ p[k]) * 1099511628211ULL
+    return h
+
+
+cdef class HeaderReader:
+    """Reads the header frames received into one buffer; quickly, in one compiled call, a
+    header that repeats the one kept but for its per-frame values.
+
+    A header frame of a sender's stream differs from the previous one only in the values of
+    ``seq``, ``t_end_tag``, ``t_start_tag``, ``timestamp`` and ``last_block_time`` (its
+    *per-frame keys*). The scanner reads a header that is one JSON object with those values
+    as plain tokens (non-negative integers below 10**18, a finite number, a string of
+    printable ASCII), ``t_end_tag`` and ``timestamp`` present, no per-frame key twice and
+    no escape in any key; the rest of the header (its *stable part*: the bytes outside
+    those values) is compared with the kept header's. A repeat is built from the kept
+    header's fields and the values read; every other header goes to ``parse(n)``, and one
+    the scanner read (and ``parse`` accepted) becomes the kept header. The scan holds the
+    GIL (a few hundred bytes).
+
+    ``cls`` is the tuple type ``parse`` returns; ``slots`` the indices in it of seq,
+    timestamp, end tag, start tag and end time (Unix s, from the tag at
+    ``ticks_per_second``). Headers longer than ``limit`` bytes go to ``parse`` unscanned.
+    """
+
+    cdef const unsigned char[::1] buf
+    cdef unsigned char[::1] stable
+    cdef unsigned char[::1] kept_part
+    cdef Py_ssize_t nstable, nkept, limit
+    cdef object parse
+    cdef object cls
+    cdef list fields
+    cdef Py_ssize_t i_seq, i_timestamp, i_end, i_start, i_unix
+    cdef long long ticks_per_second
+    cdef long long seq, end_tag, start_tag
+    cdef double timestamp
+    cdef bint has_seq, has_start
+    #: the last header read repeated the kept one but for its per-frame values
+    cdef readonly bint repeated
+    #: the last header read is the kept one, or repeats it
+    cdef readonly bint kept
+    #: 64-bit FNV-1a hash of the last header read (0 when longer than ``limit``): tells an
+    #: exact repeat of a header (a duplicate message) from another
+    cdef readonly unsigned long long digest
+
+    def __init__(self, const unsigned char[::1] buf, Py_ssize_t limit, parse, cls,
+                 tuple slots, long long ticks_per_second):
+        if not 0 <= limit <= buf.shape[0]:
+            raise ValueError(f"limit must be in [0, {buf.shape[0]}], got {limit}")
+        if ticks_per_second < 1:
+            raise ValueError("ticks_per_second must be >= 1")
+        self.buf = buf
+        self.limit = limit
+        self.stable = bytearray(max(limit, 1))
+        self.kept_part = bytearray(max(limit, 1))
+        self.nstable = self.nkept = -1
+        self.parse = parse
+        self.cls = cls
+        self.fields = []
+        self.i_seq, self.i_timestamp, self.i_end, self.i_start, self.i_unix = slots
+        self.ticks_per_second = ticks_per_second
+
+    def read(self, Py_ssize_t n):
+        """The header of the first ``n`` bytes of the buffer (what ``parse(n)`` returns)."""
+        cdef int found = SCAN_OTHER
+        cdef list fields
+        cdef long long sec
+        self.nstable = -1
+        if 0 <= n <= self.limit:
+            self.digest = fnv1a(&self.buf[0], n)
+            found = self._scan(&self.buf[0], n)
+            if found == SCAN_NEW and self.nstable == self.nkept and (self.nstable == 0 or memcmp(
+                    &self.stable[0], &self.kept_part[0], self.nstable) == 0):
+                found = SCAN_SAME
+        else:
+            self.digest = 0
+        if found == SCAN_SAME:
+            self.repeated = self.kept = True
+            fields = self.fields
+            fields[self.i_seq] = self.seq if self.has_seq else None
+            fields[self.i_timestamp] = self.timestamp
+            fields[self.i_end] = self.end_tag
+            fields[self.i_start] = self.start_tag if self.has_start else None
+            # as clock.tag_to_unix: whole seconds plus the rest, each exact in a double
+            sec = self.end_tag // self.ticks_per_second
+            fields[self.i_unix] = <double>sec + <double>(
+                self.end_tag - sec * self.ticks_per_second) / <double>self.ticks_per_second
+            return tuple.__new__(self.cls, fields)
+        self.repeated = self.kept = False
+        header = self.parse(n)
+        if found == SCAN_NEW:
+            memcpy(&self.kept_part[0], &self.stable[0], self.nstable)
+            self.nkept = self.nstable
+            self.fields = list(header)
+            self.kept = True
+        return header
+
+    cdef int _scan(self, const unsigned char* p, Py_ssize_t n) except? -2:
+        cdef Py_ssize_t i, a, b, j, k, last = 0, m = 0
+        cdef int seen = 0, key
+        cdef bint is_int
+        cdef long long v
+        cdef char token[TOKEN_MAX + 1]
+        cdef char* end
+        cdef unsigned char* out = &self.stable[0]
+        i = skip_ws(p, 0, n)
+        if i >= n or p[i] != 123:  # {
+            return SCAN_OTHER
+        i = skip_ws(p, i + 1, n)
+        if i < n and p[i] == 125:
+            return SCAN_OTHER  # {}: no t_end_tag
+        while True:
+            if i >= n or p[i] != 34:
+                return SCAN_OTHER
+            a = i + 1
+            b = a
+            while b < n and p[b] != 34:
+                if p[b] == 92:  # an escaped key might spell a per-frame key
+                    return SCAN_OTHER
+                b += 1
+            if b >= n:
+                return SCAN_OTHER
+            i = skip_ws(p, b + 1, n)
+            if i >= n or p[i] != 58:  # :
+                return SCAN_OTHER
+            i = skip_ws(p, i + 1, n)
+            key = 0
+            if key_is(p, a, b, b"seq", 3):
+                key = 1
+            elif key_is(p, a, b, b"t_end_tag", 9):
+                key = 2
+            elif key_is(p, a, b, b"t_start_tag", 11):
+                key = 4
+            elif key_is(p, a, b, b"timestamp", 9):
+                key = 8
+            elif key_is(p, a, b, b"last_block_time", 15):
+                key = 16
+            if key == 0:
+                i = skip_value(p, i, n)
+                if i < 0:
+                    return SCAN_OTHER
+            else:
+                if seen & key:
+                    return SCAN_OTHER  # the full parser decides which of two counts
+                seen |= key
+                if key == 16:  # ignored beside t_end_tag: any printable ASCII string
+                    if i >= n or p[i] != 34:
+                        return SCAN_OTHER
+                    j = i + 1
+                    while j < n and p[j] != 34:
+                        if p[j] < 32 or p[j] > 126 or p[j] == 92:
+                            return SCAN_OTHER
+                        j += 1
+                    if j >= n:
+                        return SCAN_OTHER
+                    j += 1
+                else:
+                    j = number_end(p, i, n, &is_int)
+                    if j < 0 or j - i > TOKEN_MAX:
+                        return SCAN_OTHER
+                    if key == 8:
+                        if not is_int and j - i > TOKEN_MAX or is_int and j - i > 18:
+                            return SCAN_OTHER
+                        memcpy(token, p + i, j - i)
+                        token[j - i] = 0
+                        # NULL: an overflow gives +-inf, refused below like json's inf
+                        self.timestamp = PyOS_string_to_double(token, &end, NULL)
+                        if is_int and self.timestamp == 0.0:
+                            self.timestamp = 0.0  # json reads -0 as the integer 0
+                        if end != token + (j - i) or not (
+                                -1.7976931348623157e308 <= self.timestamp
+                                <= 1.7976931348623157e308):
+                            return SCAN_OTHER
+                    else:
+                        if not is_int or p[i] == 45 or j - i > 18:
+                            return SCAN_OTHER
+                        v = 0
+                        for k in range(i, j):
+                            v = v * 10 + (p[k] - 48)
+                        if key == 1:
+                            self.seq = v
+                        elif key == 2:
+                            self.end_tag = v
+                        else:
+                            self.start_tag = v
+                # the value's bytes are left out of the stable part
+                memcpy(out + m, p + last, i - last)
+                m += i - last
+                last = j
+                i = j
+            i = skip_ws(p, i, n)
+            if i >= n:
+                return SCAN_OTHER
+            if p[i] == 125:  # }
+                break
+            if p[i] != 44:  # ,
+                return SCAN_OTHER
+            i = skip_ws(p, i + 1, n)
+        if skip_ws(p, i + 1, n) != n or not seen & 2 or not seen & 8:
+            return SCAN_OTHER  # trailing bytes, or t_end_tag or timestamp missing
+        if seen & 4 and self.start_tag > self.end_tag:
+            return SCAN_OTHER
+        memcpy(out + m, p + last, n - last)
+        self.nstable = m + n - last
+        self.has_seq = seen & 1
+        self.has_start = seen & 4
+        return SCAN_NEW
+
+
+

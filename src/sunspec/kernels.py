@@ -22,8 +22,10 @@ from numpy.typing import DTypeLike
 from . import _core
 
 __all__ = [
+    "CompiledHeaderReader",
     "FrameReducer",
     "Product",
+    "RowStamps",
     "accumulate",
     "finalize_mean",
     "product_code",
@@ -202,6 +204,17 @@ class FrameReducer:
         #: ``reduce(row) -> int``: reduce the bound frame into ``ring[row]``; returns the
         #: count of non-finite values written (the compiled method itself, no Python frame)
         self.reduce = _core.FrameReducer(f, beam, code, factor, r).reduce
+
+
+#: ``RowStamps(end_tag, end_unix, seq, arrival)`` (int64, float64, int64, float64 arrays of
+#: one length) and ``.write(row, end_tag, end_unix, seq, arrival)``: one ring row's times in
+#: one compiled call (an out-of-range row raises IndexError)
+RowStamps = _core.RowStamps
+
+#: the compiled header reader (``_core.HeaderReader``) that :class:`sunspec.protocol.HeaderReader`
+#: specialises for the wire format: ``read(n)`` returns a header, quickly when it repeats the
+#: one kept but for its per-frame values; ``repeated``, ``kept`` and ``digest`` describe it
+CompiledHeaderReader = _core.HeaderReader
 
 
 def read_rows(src: np.ndarray, head: int, n: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .clock import datetime_to_tag, format_block_time, parse_block_time, tag_to_unix
+from .clock import FS, datetime_to_tag, format_block_time, parse_block_time, tag_to_unix
 from .encodings import ENCODINGS
+from .kernels import CompiledHeaderReader
 
 __all__ = [
     "DATA_TYPE",
@@ -35,6 +36,7 @@ __all__ = [
     "TOPIC",
     "UNITS",
     "FrameHeader",
+    "HeaderReader",
     "ProtocolError",
     "Reject",
     "SequenceEnd",
@@ -116,6 +118,7 @@ class FrameHeader(NamedTuple):
     time_tag: int
     timestamp: float
     end_tag: int
+    end_unix: float  # the window end in Unix seconds (clock.tag_to_unix of end_tag)
     proto: int = 1
     seq: int | None = None
     sender_id: str | None = None
@@ -147,11 +150,6 @@ class FrameHeader(NamedTuple):
     @property
     def nbytes(self) -> int:
         return self.nbeam * self.nchan * self.npol * _DTYPE.itemsize
-
-    @property
-    def end_unix(self) -> float:
-        """Window end, Unix seconds."""
-        return tag_to_unix(self.end_tag)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A checked header value by its wire key (``default`` when absent or dropped)."""
@@ -424,7 +422,8 @@ def _fields(h: dict[str, Any], get: Any, sender_id: str | None, seq: int | None)
     station = _opt(get("station"), "station", ignored, lambda v, k: _ascii(v, k, _NAME_MAX))
     source = _opt(get("source"), "source", ignored, lambda v, k: _ascii(v, k, _SOURCE_MAX))
     replay = _opt(get("replay"), "replay", ignored, _bool)
-    return FrameHeader(nbeam, nchan, npol, time_tag, timestamp, end_tag, proto, seq,
+    return FrameHeader(nbeam, nchan, npol, time_tag, timestamp, end_tag, tag_to_unix(end_tag),
+                       proto, seq,
                        sender_id, start_tag, chan0, chan_bw, cfreq0, beam, nint, navg, bw,
                        pols, tuple(ignored), freqs, unit, db_per_digit, instrument, station,
                        replay, source, missing, encoding, codec)
@@ -482,6 +481,37 @@ def _opt_int(v: Any, key: str, lo: int, ignored: list[str]) -> int | None:
         return v
     ignored.append(key)
     return None
+
+
+#: FrameHeader fields a repeated header's scan fills in: seq, timestamp, end and start tags,
+#: end time
+_PER_FRAME = tuple(map(FrameHeader._fields.index,
+                       ("seq", "timestamp", "end_tag", "start_tag", "end_unix")))
+
+
+class HeaderReader(CompiledHeaderReader):
+    """:func:`parse_header` for the header frames received into one ``buffer``, at a small
+    part of its cost for a header that repeats the one before but for its per-frame keys.
+
+    A sender's headers differ from frame to frame only in ``seq``, ``t_end_tag``,
+    ``t_start_tag``, ``timestamp`` and ``last_block_time`` (ignored beside ``t_end_tag``).
+    A compiled scanner reads those values and checks them as :func:`parse_header` does; when
+    every other byte equals the last header parsed in full, that header's checked fields
+    are reused. Any other header (a new sender, geometry or key, version 1's
+    ``last_block_time`` alone, anything the scanner does not read) is parsed in full, so
+    ``read(n)`` always returns what :func:`parse_header` returns for ``buffer[:n]`` (or
+    raises what it raises). After a read, ``repeated`` says whether the header repeated the
+    kept one, ``kept`` whether it is (or repeats) the kept one, and ``digest`` is a 64-bit
+    hash of its bytes (0 over ``max_bytes``), which tells an exact duplicate.
+    """
+
+    def __init__(self, buffer: bytearray, max_bytes: int = HEADER_LIMIT):
+        view = memoryview(buffer)
+        super().__init__(buffer, min(max_bytes, len(buffer)),
+                         lambda n: parse_header(view[:n], max_bytes), FrameHeader, _PER_FRAME,
+                         FS)
+        self.buffer = buffer
+        self.max_bytes = max_bytes
 
 
 def parse_end(data: bytes | bytearray | memoryview,

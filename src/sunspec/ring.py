@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import read_rows
+from .kernels import RowStamps, read_rows
 
 __all__ = ["RingBuffer", "Rows"]
 
@@ -82,14 +82,21 @@ class RingBuffer:
         self.nfreq = nfreq
         self.freqs_hz = freqs_hz
         physical = nrows + 1
-        self.data = np.zeros((physical, nfreq), np.float32)
-        self._end_tag = np.zeros(physical, np.int64)
-        self._end_unix = np.zeros(physical, np.float64)
+        # np.full writes every page now: the memory is committed when the ring is made, so
+        # no frame pays a page fault later (np.zeros would leave that to the first writes)
+        self.data = np.full((physical, nfreq), 0, np.float32)
+        self._end_tag = np.full(physical, 0, np.int64)
+        self._end_unix = np.full(physical, 0, np.float64)
         self._seq = np.full(physical, -1, np.int64)
-        self._arrival = np.zeros(physical, np.float64)
-        self._head = 0
+        self._arrival = np.full(physical, 0, np.float64)
+        self._stamp = RowStamps(self._end_tag, self._end_unix, self._seq, self._arrival).write
+        self._physical = physical
+        #: physical row the writer fills next, invisible to readers until :meth:`commit`
+        #: (writer side: read it, never set it)
+        self.spare_row = 0
         self._total = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken by itself where nobody is notified (cheaper)
+        self._cond = threading.Condition(self._lock)
         self._waiting = 0  # readers in wait(): a commit wakes them only when there are some
 
     @property
@@ -112,20 +119,12 @@ class RingBuffer:
                                       self._arrival))
 
     # --- writer side (one thread) ---------------------------------------------------------
-    @property
-    def spare_row(self) -> int:
-        """Physical row the writer fills next; invisible to readers until :meth:`commit`."""
-        return self._head
-
     def commit(self, end_tag: int, end_unix: float, seq: int, arrival_unix: float) -> None:
         """Publish the spare row (already filled) with its frame's times."""
-        r = self._head
-        self._end_tag[r] = end_tag
-        self._end_unix[r] = end_unix
-        self._seq[r] = seq
-        self._arrival[r] = arrival_unix
-        with self._cond:
-            self._head = (r + 1) % (self.nrows + 1)
+        r = self.spare_row
+        self._stamp(r, end_tag, end_unix, seq, arrival_unix)
+        with self._lock:
+            self.spare_row = (r + 1) % self._physical
             self._total += 1
             if self._waiting:
                 self._cond.notify_all()
@@ -133,7 +132,7 @@ class RingBuffer:
     # --- reader side (any thread) ---------------------------------------------------------
     def _copy(self, end: int, n: int, first_index: int, missed: int) -> Rows:
         """Copy ``n`` rows ending ``end`` rows before head; caller holds the lock."""
-        head = (self._head - end) % (self.nrows + 1)
+        head = (self.spare_row - end) % self._physical
         return Rows(
             data=read_rows(self.data, head, n),
             end_tag=read_rows(self._end_tag, head, n),
@@ -157,7 +156,7 @@ class RingBuffer:
         """Arrival times (Unix s) of the newest ``n`` rows, oldest first (no row data)."""
         with self._cond:
             n = min(n, self.held)
-            return read_rows(self._arrival, self._head, n)
+            return read_rows(self._arrival, self.spare_row, n)
 
     def since(self, cursor: int, max_rows: int | None = None) -> Rows:
         """Rows with index >= ``cursor``, oldest first, at most ``max_rows`` of them.
