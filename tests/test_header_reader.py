@@ -77,7 +77,7 @@ def apply(out, kind, i, j, draw):
         out.append((out[j][0], realistic(json.loads(out[j][0]), i + 1, draw)))
     elif kind == "escaped":  # a key that spells a per-frame key with an escape
         name = json.loads(out[j][0])
-        out[j] = ('"' + name[:-1] + "\\u%04x" % ord(name[-1]) + '"', out[j][1])
+        out[j] = ('"' + name[:-1] + f"\\u{ord(name[-1]):04x}" + '"', out[j][1])
     elif kind == "drop":
         del out[j]
     elif kind == "stable":
