@@ -5,7 +5,7 @@ becomes a row, or is counted under a named reason (``rejected``), as a ``duplica
 waiting for a geometry change to be confirmed (``geometry_pending``) or as an end of
 sequence; ``seq`` numbers never received are counted as ``lost``, per sender. The rules are
 in docs/PROTOCOL.md ("Receiver rules"). Everything slow (plots, files, web clients) reads
-the ring from its own thread. The thread waits in a receive with a timeout, so it costs
+the ring from its own thread. The thread waits on a poller with a timeout, so it costs
 nothing while the stream is quiet, and checks for :meth:`Receiver.stop` before every message.
 
 A sender's frames in the steady state (each header repeating the last but for its per-frame
@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import zmq
@@ -69,6 +70,7 @@ _MONITORED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CON
               | zmq.EVENT_CONNECTED)
 #: seconds a disconnection may go without a reconnection attempt before the socket is renewed
 _ORPHAN_S = 1.0
+_TOPIC_BYTES, _END_TOPIC_BYTES = len(TOPIC), len(END_TOPIC)
 #: recent seq numbers per sender remembered to tell duplicates and late arrivals apart
 _SEQ_WINDOW = 64
 #: senders whose sequences are followed at once (the least recently heard is forgotten)
@@ -179,9 +181,9 @@ class Receiver(Worker):
     """
 
     stop_timeout = 2.0
-    #: the sender (its key and accounting) whose frames take :meth:`_steady_step`, and
-    #: their payload size
-    _steady: tuple[str, _Sender, int] | None
+    #: the sender whose frames take :meth:`_steady_step`, their payload size, and the ring
+    #: and kernel they go to
+    _steady: tuple[_Sender, int, RingBuffer, Callable[[int], int]] | None
 
     def __init__(
         self,
@@ -437,7 +439,6 @@ class Receiver(Worker):
         ctx = self._context or zmq.Context.instance()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
-        sock.setsockopt(zmq.RCVTIMEO, round(POLL_INTERVAL * 1000))
         sock.setsockopt(zmq.LINGER, 0)
         # ZeroMQ drops a connection that sends a larger frame before it is allocated
         sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_message_bytes, self.max_header_bytes))
@@ -457,27 +458,33 @@ class Receiver(Worker):
                                          self.max_header_bytes)
         header, payload = self._headers.buffer, self._payload.data
         stop = self._stop
+        items = [(sock, zmq.POLLIN), (monitor, zmq.POLLIN)]
+        timeout = round(POLL_INTERVAL * 1000)
         receive = self._receive_one
         next_check = 0.0
-        quiet = False
         try:
             while not stop.is_set():
                 now = time.monotonic()
-                if now >= next_check:  # a few times a second, and whenever it is quiet
+                if now >= next_check:  # a few times a second, not for every message
                     self._check_stalled()
-                    self._monitor_events(monitor)
-                    if quiet and self._orphaned_at is not None and \
-                            now - self._orphaned_at >= _ORPHAN_S:
-                        # renewed only once nothing is queued
-                        sock, monitor = self._reconnect(sock, monitor)
                     next_check = now + POLL_INTERVAL
-                try:
-                    # waits up to POLL_INTERVAL (RCVTIMEO) for a message, in one call
-                    receive(sock, topic, header, payload)
-                except zmq.Again:
-                    quiet, next_check = True, 0.0
+                # one message per poll: zmq_poll returns at once while more are waiting,
+                # which costs less than asking ZMQ_EVENTS (or failing a receive) after each
+                ready = zmq.zmq_poll(items, timeout)
+                if not ready:
+                    if self._orphaned_at is not None and \
+                            time.monotonic() - self._orphaned_at >= _ORPHAN_S:
+                        sock, monitor = self._reconnect(sock, monitor)
+                        items = [(sock, zmq.POLLIN), (monitor, zmq.POLLIN)]
                     continue
-                quiet = False
+                # messages first: a socket is renewed only once nothing is queued
+                if ready[0][0] is sock:
+                    try:  # noqa: SIM105 - free in the hot path, unlike a context manager
+                        receive(sock, topic, header, payload)
+                    except zmq.Again:  # pragma: no cover - polled ready, taken by nothing else
+                        pass
+                else:
+                    self._monitor_event(monitor)
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
@@ -486,11 +493,6 @@ class Receiver(Worker):
             sock.disable_monitor()
             monitor.close(linger=0)
             sock.close(linger=0)
-
-    def _monitor_events(self, monitor: zmq.Socket) -> None:
-        """Handle the monitor events waiting (read a few times a second and when quiet)."""
-        while cast(int, monitor.get(zmq.EVENTS)) & zmq.POLLIN:
-            self._monitor_event(monitor)
 
     def _monitor_event(self, monitor: zmq.Socket) -> None:
         """Count a disconnection. ZeroMQ retries after a lost peer (a retry event follows),
@@ -520,8 +522,8 @@ class Receiver(Worker):
 
     def _receive_one(self, sock: zmq.Socket, topic: bytearray, header: bytearray,
                      payload: memoryview) -> None:
-        """Receive one whole message (raises zmq.Again if none came within RCVTIMEO)."""
-        ntopic = sock.recv_into(topic)
+        """Receive one whole message (raises zmq.Again if none is waiting)."""
+        ntopic = sock.recv_into(topic, flags=zmq.NOBLOCK)
         t0 = time.perf_counter()
         arrival = time.time()
         self._stats["messages"] += 1
@@ -533,7 +535,7 @@ class Receiver(Worker):
             if nheader > len(header):
                 raise ProtocolError(Reject.OVERSIZE, f"header of {nheader} bytes exceeds "
                                     f"max_header_bytes = {len(header)}")
-            if ntopic == len(END_TOPIC) and topic.startswith(END_TOPIC):
+            if ntopic == _END_TOPIC_BYTES and topic.startswith(END_TOPIC):
                 if sock.getsockopt(zmq.RCVMORE):
                     raise ProtocolError(Reject.PARTS, f"end message of {2 + _drain(sock)} "
                                         "frames, expected 2")
@@ -545,7 +547,7 @@ class Receiver(Worker):
             if sock.getsockopt(zmq.RCVMORE):
                 extra = _drain(sock)
                 raise ProtocolError(Reject.PARTS, f"{3 + extra} frames, expected 3")
-            if ntopic != len(TOPIC) or not topic.startswith(TOPIC):
+            if ntopic != _TOPIC_BYTES or not topic.startswith(TOPIC):
                 raise ProtocolError(Reject.TOPIC, f"topic {bytes(topic[:ntopic])!r}...")
             if nbytes > payload.nbytes:
                 raise ProtocolError(Reject.OVERSIZE, f"payload of {nbytes} bytes exceeds "
@@ -588,7 +590,8 @@ class Receiver(Worker):
             dt = time.perf_counter() - t0
             st = self._stats
             st["proc_time"] += dt
-            st["proc_max"] = max(st["proc_max"], dt)
+            if dt > st["proc_max"]:
+                st["proc_max"] = dt
 
     def _count_rejected(self, reason: Reject, n: int = 1, sender: _Sender | None = None) -> None:
         self._stats["rejected"][reason.value] += n
@@ -662,7 +665,7 @@ class Receiver(Worker):
             if self._headers.kept and self._cur is not None and h.encoding == "raw" \
                     and not h.missing and not h.ignored and (
                         h.freqs_hz is None or h.freqs_hz[0] < h.freqs_hz[-1]):
-                self._steady = (h.sender_id or "", self._cur, h.nbytes)
+                self._steady = (self._cur, h.nbytes, ring, reduce)
             return
         cand.count += 1
         cand.header = h
@@ -680,23 +683,21 @@ class Receiver(Worker):
         frame taken into the current ring by the full path (:meth:`_track`, :meth:`_accept`),
         which had no key to ignore or blank and a raw payload, the same size as this one's:
         so nothing of the geometry or the stream is new. Its seq must follow that sender's
-        last, and its values be finite; anything else goes the full path.
+        last, and its values be finite; anything else goes the full path. (The sender is the
+        most recently heard already: any other sender's message ends the steady state.)
         """
-        key, sender, size = self._steady  # type: ignore[misc]
+        sender, size, ring, reduce = self._steady  # type: ignore[misc]
         seq = h.seq
         if seq is None or seq != sender.top + 1 or nbytes != size or sender.end is not None \
                 or sender.base is None:
             return False
-        ring = self._ring
-        if self._reducer.reduce(ring.spare_row):  # type: ignore[union-attr]
+        if reduce(ring.spare_row):
             return False
-        ring.commit(h.end_tag, h.end_unix, seq, arrival)  # type: ignore[union-attr]
-        self._senders.move_to_end(key)
+        ring.commit(h.end_tag, h.end_unix, seq, arrival)
         sender.messages += 1
         sender.rows += 1
         sender.top = seq
         sender.recent[seq % _SEQ_WINDOW] = (seq, ident)
-        self._cur = sender
         st = self._stats
         st["last_seq"] = seq
         st["frames"] += 1
