@@ -208,8 +208,9 @@ def paced_100(pub: Publisher, secs: float, rounds: int = 8) -> None:
             loop.stop()
             cpu[name].append(c)
             got[name].append(n)
-    per = {name: [1e3 * c / max(n, 1) for c, n in zip(cpu[name], got[name])] for name in cpu}
-    ratios = sorted(s / b for s, b in zip(per["sunspec"], per["bare loop"]))
+    per = {name: [1e3 * c / max(n, 1) for c, n in zip(cpu[name], got[name], strict=True)]
+           for name in cpu}
+    ratios = sorted(s / b for s, b in zip(per["sunspec"], per["bare loop"], strict=True))
     median = statistics.median(ratios)
     total = {name: 1e3 * sum(cpu[name]) / max(sum(got[name]), 1) for name in cpu}
     print(f"paced 100/s, {rounds} alternating rounds: bare poll+recv_multipart "
