@@ -349,36 +349,39 @@ cdef Py_ssize_t skip_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) n
     return i
 
 
+cdef Py_ssize_t digits_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """The index after the run of one or more digits at p[i], or -1 if there is none."""
+    if i >= n or not is_digit(p[i]):
+        return -1
+    while i < n and is_digit(p[i]):
+        i += 1
+    return i
+
+
 cdef Py_ssize_t number_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
                            bint* is_int) noexcept nogil:
     """The index after the JSON number (RFC 8259 grammar) at p[i], or -1."""
     if i < n and p[i] == 45:  # -
         i += 1
-    if i >= n:
-        return -1
-    if p[i] == 48:  # a leading 0 stands alone
+    if i < n and p[i] == 48:  # a leading 0 stands alone
         i += 1
-    elif is_digit(p[i]):
-        while i < n and is_digit(p[i]):
-            i += 1
     else:
-        return -1
+        i = digits_end(p, i, n)
+        if i < 0:
+            return -1
     is_int[0] = True
     if i < n and p[i] == 46:  # .
-        i += 1
-        if i >= n or not is_digit(p[i]):
+        i = digits_end(p, i + 1, n)
+        if i < 0:
             return -1
-        while i < n and is_digit(p[i]):
-            i += 1
         is_int[0] = False
     if i < n and (p[i] == 101 or p[i] == 69):  # e E
         i += 1
         if i < n and (p[i] == 43 or p[i] == 45):
             i += 1
-        if i >= n or not is_digit(p[i]):
+        i = digits_end(p, i, n)
+        if i < 0:
             return -1
-        while i < n and is_digit(p[i]):
-            i += 1
         is_int[0] = False
     return i
 
