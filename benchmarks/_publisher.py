@@ -24,7 +24,7 @@ TAG0 = 343_597_383_680_000_000
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    pubs = [Publisher(port=0, sndhwm=1000, linger=0, queue=64, block=True)
+    pubs = [Publisher(port=0, sndhwm=1000, linger=0, queue=64, block=True, end_message=False)
             for _ in range(count)]
     print("endpoints " + " ".join(p.endpoint for p in pubs), flush=True)
     frame = np.random.default_rng(0).random((1, 3072, 4), dtype=np.float32)

@@ -23,7 +23,7 @@ class RawPublisher:
     def __init__(self, sndhwm: int = 1000, sender_id: str = "test-sender",
                  endpoint: str = "tcp://127.0.0.1:*", nodrop: bool = False):
         self.pub = Publisher(endpoint=endpoint, sndhwm=sndhwm, linger=0, queue=64, block=True,
-                             nodrop=nodrop)
+                             nodrop=nodrop, end_message=False)  # its messages are hand-made
         self.endpoint = self.pub.endpoint
         self.port = int(self.endpoint.rsplit(":", 1)[1])
         self.sender_id = sender_id

@@ -56,6 +56,7 @@ class Harness:
         self.sub.connect(self.op.publisher.endpoint)
         assert self.op.publisher.wait_for_subscribers(1, 5.0)  # before main() owns the socket
         self.thread = threading.Thread(target=self.op.main, name="AvgStreamingOp")
+        self.end: protocol.SequenceEnd | None = None
 
     def run(self, timeout=20.0):
         self.thread.start()
@@ -64,9 +65,15 @@ class Harness:
         return self.messages()
 
     def messages(self, wait_ms=500):
+        """The frames received (header, data); an end-of-sequence message, which the op's
+        publisher sends when main() ends, is kept in ``self.end`` and must come last."""
         out = []
         while self.sub.poll(wait_ms):
             parts = self.sub.recv_multipart()
+            assert self.end is None, "a message after the end of sequence"
+            if parts[0] == protocol.END_TOPIC:
+                self.end = protocol.parse_end(parts[1])
+                continue
             out.append((json.loads(parts[1]), protocol.decode(parts)[1].copy()))
         return out
 
@@ -109,6 +116,8 @@ def test_two_frames_per_gulp_with_deployed_keys_values_and_quick_span_release(ha
     with CallsByThread(waiting_call) as waits:
         msgs = h.run()
     assert len(msgs) == 6
+    # main() ends with the publisher's end of sequence: receivers count loss at the tail
+    assert h.end == protocol.SequenceEnd(h.op.publisher.sender_id, 6, 0)
     assert ring.guarantee is True and ring.spans_released == 3
     for k, (hdr, data) in enumerate(msgs):
         g, i = divmod(k, 2)

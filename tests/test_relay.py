@@ -10,7 +10,7 @@ import pytest
 import zmq
 from streams import RawPublisher, const_frame, wait_until
 
-from sunspec import Receiver, encodings
+from sunspec import Receiver, encodings, protocol
 from sunspec.relay import Output, Relay, stream_endpoints
 
 
@@ -322,3 +322,25 @@ def test_a_port_in_use_fails_start_and_leaves_nothing_open(made):
         second.start()
     assert not second.running
     assert second.status()["health"] == "failed"
+
+
+def test_an_end_of_sequence_is_forwarded_never_cached(made):
+    pub = make_pub(made)
+    relay = start_relay(made, [pub])
+    r = Receiver(endpoint=relay.endpoint(), buffer_length=16)
+    made.append(r)
+    r.start()
+    assert subscribed(relay, 1)
+    for k in range(3):
+        pub.send(const_frame(float(k)))
+    pub.send_parts(protocol.encode_end("up", seq_end=5, dropped=1))
+    assert wait_until(lambda: r.status()["sequence_ends"] == 1)
+    st = r.status()
+    assert st["frames_received"] == 3 and st["lost"] == 2  # seq 3 and 4 never came
+    assert st["senders"]["up"]["seq_end"] == 5 and st["senders"]["up"]["sender_dropped"] == 1
+    late = sub(made, relay)
+    assert late.wait_for(1)  # the cached frame, not the end message (Sub checks the topic)
+    assert late.seqs == [2]
+    stream = relay.status()["streams"][0]
+    assert stream["ends"] == 1 and stream["dropped"] == 0
+    assert stream["outputs"][0]["ends"] == 1

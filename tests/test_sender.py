@@ -445,3 +445,40 @@ def test_binding_a_used_port_raises_and_wait_times_out():
         t0 = time.perf_counter()
         assert not pub.wait_for_subscribers(1, 0.2)
         assert time.perf_counter() - t0 > 0.15  # it waited, then gave up
+
+
+def test_close_sends_the_end_of_sequence_after_the_last_frame(ctx):
+    pub = Publisher(port=0, queue=1)  # one slot: frames offered faster than sent are dropped
+    sub = subscriber(ctx, pub.endpoint)
+    assert pub.wait_for_subscribers(1, 5.0)
+    for _, f in frames_for(6):
+        pub.send(f)
+    offered, dropped = pub.seq, pub.dropped
+    pub.close()
+    assert pub.status()["end_sent"]
+    got = []
+    while sub.poll(2000):
+        got.append(sub.recv_multipart())
+        if got[-1][0] == protocol.END_TOPIC:
+            break
+    end = protocol.parse_end(got[-1][1])
+    seqs = [protocol.decode(p)[0].seq for p in got[:-1]]
+    assert (end.sender_id, end.seq_end, end.dropped) == (pub.sender_id, offered, dropped)
+    assert offered == 6 and len(seqs) + dropped == 6 and seqs == sorted(seqs)
+    sub.close()
+
+
+def test_no_end_of_sequence_when_asked_or_when_nothing_was_offered(ctx):
+    for kw, frames in (({"end_message": False}, 2), ({}, 0)):
+        pub = Publisher(port=0, **kw)
+        sub = subscriber(ctx, pub.endpoint)
+        assert pub.wait_for_subscribers(1, 5.0)
+        for _, f in frames_for(frames):
+            pub.send(f)
+        assert pub.flush()
+        pub.close()
+        topics = []
+        while sub.poll(300):
+            topics.append(sub.recv_multipart()[0])
+        assert topics == [protocol.TOPIC] * frames and not pub.status()["end_sent"]
+        sub.close()

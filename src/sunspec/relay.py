@@ -20,7 +20,8 @@ What ZeroMQ does and what the relay's own poll loop adds:
   connections, disconnections and failed (CURVE) handshakes;
 - last-value cache: a new subscriber gets the latest message of its stream at once, sent to
   it alone (``XPUB_MANUAL_LAST_VALUE``), so a page shows data immediately and nobody else
-  sees a duplicate;
+  sees a duplicate (an end-of-sequence message is forwarded on every endpoint, never
+  cached);
 - CURVE (:mod:`sunspec.curve`): with server keys every public socket encrypts and accepts
   only the client keys of an allow-list (a ``zmq.auth`` ThreadAuthenticator on the relay's
   own context).
@@ -100,7 +101,8 @@ class _Public:
         self.endpoint: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.last: list[Any] | None = None  # the last-value cache: latest message's frames
         self.stats: dict[str, Any] = {
-            "endpoint": self.endpoint, "encoding": encoding, "forwarded": 0, "bytes_out": 0,
+            "endpoint": self.endpoint, "encoding": encoding, "forwarded": 0, "ends": 0,
+            "bytes_out": 0,
             "errors": 0, "subscribers": 0, "subscriptions": 0, "last_value_sent": 0,
             "refused_subscriptions": 0, "connections": 0, "accepted": 0, "disconnects": 0,
             "auth_failures": 0, "handshake_failures": 0,
@@ -116,7 +118,7 @@ class _Stream:
         self.publics: list[_Public] = []
         self.last_arrival: float | None = None
         self.stats: dict[str, Any] = {
-            "upstream": upstream, "received": 0, "forwarded": 0, "dropped": 0,
+            "upstream": upstream, "received": 0, "forwarded": 0, "ends": 0, "dropped": 0,
             "rejected": dict.fromkeys(protocol.REJECT_REASONS, 0), "lost": 0, "restarts": 0,
             "sender_id": None, "last_seq": None, "bytes_in": 0, "encode_s": 0.0,
         }
@@ -307,6 +309,12 @@ class Relay(Worker):
         st["bytes_in"] += sum(len(p) for p in parts)
         s.last_arrival = time.time()
         try:
+            if parts[0] == protocol.END_TOPIC and len(parts) == 2:
+                protocol.parse_end(parts[1])  # checked; forwarded as it is, never cached
+                st["ends"] += 1
+                for p in s.publics:
+                    self._send(p, parts, "ends")
+                return
             if len(parts) != 3:
                 raise protocol.ProtocolError(protocol.Reject.PARTS,
                                              f"{len(parts)} frames, expected 3")

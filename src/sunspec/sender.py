@@ -308,8 +308,9 @@ class _Outbox:
     """What the caller's thread and the publishing thread share: a bounded queue of
     preallocated slots and the counters, under one lock."""
 
-    def __init__(self, nslots: int, block: bool, sender_id: str):
+    def __init__(self, nslots: int, block: bool, sender_id: str, end_message: bool):
         self.sender_id = sender_id
+        self.end_message = end_message
         self.cond = threading.Condition()
         self.free = [_Slot() for _ in range(nslots)]
         self.ready: deque[_Slot] = deque()
@@ -321,6 +322,7 @@ class _Outbox:
         self.dropped = 0
         self.errors = 0
         self.bytes_sent = 0
+        self.end_sent = False
         self.socket_status: dict[str, int] = {}
 
 
@@ -341,13 +343,18 @@ class Publisher:
     Replay uses both: a slow receiver makes it wait, nothing is lost. ``seq`` counts every
     frame offered, queued or dropped, so a gap always means loss. ``port=0`` (or an
     endpoint ending in ``:*``) binds an ephemeral port; :attr:`endpoint` is the bound one.
+
+    On :meth:`close`, once the queue is sent, the publisher sends the end-of-sequence
+    message of its ``sender_id`` (docs/PROTOCOL.md): the seq its next frame would have had
+    and how many it dropped, so that receivers count what they missed at the tail. Give
+    ``end_message=False`` when :meth:`send_parts` messages carry another sender's id.
     """
 
     def __init__(self, addr: str = "127.0.0.1", port: int = 9798, *,
                  endpoint: str | None = None, sndhwm: int = 100, linger: float = 0.1,
                  queue: int = 8, block: bool = False, nodrop: bool = False,
                  beam: int | None = None, context: zmq.Context | None = None,
-                 max_foreign: int = 10_000):
+                 max_foreign: int = 10_000, end_message: bool = True):
         if sndhwm < 0:
             raise ValueError(f"sndhwm must be >= 0, got {sndhwm}")
         if queue < 1:
@@ -367,7 +374,7 @@ class Publisher:
         self.beam = beam
         self.sndhwm = sndhwm
         self.nodrop = nodrop
-        self._out = _Outbox(queue, block, self.sender_id)
+        self._out = _Outbox(queue, block, self.sender_id, end_message)
         self._closed = False
         self._rlog = RateLimitedLog(log)
         own = self._ctx if self._own_context else None
@@ -478,7 +485,8 @@ class Publisher:
 
     def status(self) -> dict[str, Any]:
         """Counters since start: seq (messages offered), sent, dropped (queue full),
-        errors, bytes_sent, queued; and the socket's: subscriptions (accepted since the
+        errors, bytes_sent, queued, end_sent (the end-of-sequence message, on close); and
+        the socket's: subscriptions (accepted since the
         start), subscribed (held now), refused, foreign (refused ones peers still hold),
         connections, disconnects."""
         out = self._out
@@ -486,6 +494,7 @@ class Publisher:
             return {"endpoint": self.endpoint, "sender_id": self.sender_id, "seq": out.seq,
                     "sent": out.sent, "dropped": out.dropped, "errors": out.errors,
                     "bytes_sent": out.bytes_sent, "queued": len(out.ready),
+                    "end_sent": out.end_sent,
                     **out.socket_status}
 
     @property
@@ -530,6 +539,18 @@ def _encode(slot: _Slot, sender_id: str) -> list:
     return protocol.encode(slot.data, header)
 
 
+def _send_end(out: _Outbox, xsock: XPubSocket, rlog: RateLimitedLog) -> None:
+    """The end-of-sequence message (best effort: a subscriber with a full queue misses it,
+    as it would a frame; the socket's linger gives it time to leave)."""
+    try:
+        out.end_sent = xsock.send(protocol.encode_end(out.sender_id, out.seq, out.dropped))
+    except zmq.ZMQError as exc:
+        rlog.log(logging.ERROR, "error", "end of sequence on %s failed: %s", xsock.endpoint, exc)
+    if out.end_sent:
+        log.info("%s: sender %s ended its sequence at seq %d", xsock.endpoint, out.sender_id,
+                 out.seq)
+
+
 def _publish(out: _Outbox, xsock: XPubSocket, own_ctx: zmq.Context | None) -> None:
     """The publishing thread, the only one that touches the socket (and terminates the
     publisher's own context): handles subscriptions and sends queued slots in order."""
@@ -543,6 +564,8 @@ def _publish(out: _Outbox, xsock: XPubSocket, own_ctx: zmq.Context | None) -> No
                     out.cond.notify_all()
                 if not out.ready:
                     if out.closing:
+                        if out.end_message and out.seq:
+                            _send_end(out, xsock, rlog)
                         return
                     out.cond.wait(0.01)
                     continue
