@@ -109,13 +109,19 @@ def test_forwards_each_stream_on_its_own_endpoint_headers_untouched(made):
     assert st["forwarded"] == 10 and st["dropped"] == 0 and st["lost"] == 0
 
 
-def test_receiver_reads_a_relayed_stream(made):
+def relayed_receiver(made) -> tuple[RawPublisher, Relay, Receiver]:
+    """A publisher, a relay following it and a receiver subscribed to the relay."""
     pub = make_pub(made)
     relay = start_relay(made, [pub])
     r = Receiver(endpoint=relay.endpoint(), buffer_length=16)
     made.append(r)
     r.start()
     assert subscribed(relay, 1)
+    return pub, relay, r
+
+
+def test_receiver_reads_a_relayed_stream(made):
+    pub, relay, r = relayed_receiver(made)
     for k in range(6):
         pub.send(const_frame(float(k + 1)))
     assert wait_until(lambda: r.status()["frames_received"] >= 6)
@@ -325,12 +331,7 @@ def test_a_port_in_use_fails_start_and_leaves_nothing_open(made):
 
 
 def test_an_end_of_sequence_is_forwarded_never_cached(made):
-    pub = make_pub(made)
-    relay = start_relay(made, [pub])
-    r = Receiver(endpoint=relay.endpoint(), buffer_length=16)
-    made.append(r)
-    r.start()
-    assert subscribed(relay, 1)
+    pub, relay, r = relayed_receiver(made)
     for k in range(3):
         pub.send(const_frame(float(k)))
     pub.send_parts(protocol.encode_end("up", seq_end=5, dropped=1))
