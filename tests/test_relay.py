@@ -121,7 +121,7 @@ def relayed_receiver(made) -> tuple[RawPublisher, Relay, Receiver]:
 
 
 def test_receiver_reads_a_relayed_stream(made):
-    pub, relay, r = relayed_receiver(made)
+    pub, _, r = relayed_receiver(made)
     for k in range(6):
         pub.send(const_frame(float(k + 1)))
     assert wait_until(lambda: r.status()["frames_received"] >= 6)
