@@ -130,14 +130,20 @@ def test_kill_while_completing_a_file_publishes_it_exactly_once(tmp_path, fmt, b
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     with ArchiveWriter(FakeReceiver(), tmp_path, fmt, span=10) as w:
         pass
-    name = f"OVRO-LWA_20250601_201500_02{EXT[fmt]}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
-    data, tags = rows_for(20, 64, t0)
-    got = read_archive(tmp_path / name)
-    np.testing.assert_array_equal(got.end_tag, tags)
-    np.testing.assert_array_equal(got.data, data)
+    assert_only_file_holds_the_20_rows(tmp_path, fmt, t0)
     st = w.status()
     assert st["files_recovered"] == (1 if before else 0) and st["errors"] == {}
+
+
+def assert_only_file_holds_the_20_rows(directory: Path, fmt: str, t0: int) -> None:
+    """The directory holds one archive, the 10 s span from 20:15:00, with the 20 rows from
+    ``t0`` that the killed process was given."""
+    name = f"OVRO-LWA_20250601_201500_02{EXT[fmt]}"
+    assert sorted(p.name for p in directory.iterdir()) == [name]
+    data, tags = rows_for(20, 64, t0)
+    got = read_archive(directory / name)
+    np.testing.assert_array_equal(got.end_tag, tags)
+    np.testing.assert_array_equal(got.data, data)
 
 
 _KILL_BEFORE_FLUSH = """
@@ -167,12 +173,7 @@ def test_kill_before_the_first_flush_loses_no_row(tmp_path, fmt):
         pass
     st = w.status()
     assert st["files_recovered"] == 1 and st["rows_recovered"] == 20, st
-    name = f"OVRO-LWA_20250601_201500_02{EXT[fmt]}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
-    data, tags = rows_for(20, 64, t0)
-    got = read_archive(tmp_path / name)
-    np.testing.assert_array_equal(got.end_tag, tags)
-    np.testing.assert_array_equal(got.data, data)
+    assert_only_file_holds_the_20_rows(tmp_path, fmt, t0)
 
 
 def _journal(path: Path, nrows: int) -> None:
