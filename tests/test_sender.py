@@ -448,7 +448,7 @@ def test_binding_a_used_port_raises_and_wait_times_out():
 
 
 def test_close_sends_the_end_of_sequence_after_the_last_frame(ctx):
-    pub = Publisher(port=0, queue=1)  # one slot: frames offered faster than sent are dropped
+    pub = Publisher(port=0, queue=1)  # one slot: a frame offered while one waits may be dropped
     sub = subscriber(ctx, pub.endpoint)
     assert pub.wait_for_subscribers(1, 5.0)
     for _, f in frames_for(6):

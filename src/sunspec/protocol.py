@@ -151,6 +151,11 @@ class FrameHeader(NamedTuple):
     def nbytes(self) -> int:
         return self.nbeam * self.nchan * self.npol * _DTYPE.itemsize
 
+    @property
+    def descending(self) -> bool:
+        """The explicit frequency axis runs downwards (receivers keep rows ascending)."""
+        return self.freqs_hz is not None and self.freqs_hz[0] > self.freqs_hz[-1]
+
     def get(self, key: str, default: Any = None) -> Any:
         """A checked header value by its wire key (``default`` when absent or dropped)."""
         v = getattr(self, _FIELD_OF.get(key, key)) if key in _WIRE_KEYS else None
@@ -511,7 +516,6 @@ class HeaderReader(CompiledHeaderReader):
                          lambda n: parse_header(view[:n], max_bytes), FrameHeader, _PER_FRAME,
                          FS)
         self.buffer = buffer
-        self.max_bytes = max_bytes
 
 
 def parse_end(data: bytes | bytearray | memoryview,

@@ -643,7 +643,7 @@ class Receiver(Worker):
             self._blank_missing(h)
         nbad = reduce(ring.spare_row)
         factor = cand.factor if cand is not None else self._factor
-        if h.freqs_hz is not None and h.freqs_hz[0] > h.freqs_hz[-1]:
+        if h.descending:
             row = ring.data[ring.spare_row]
             row[:] = row[::-1].copy()  # rows are kept in ascending frequency
         if nbad and (not h.missing or self._unflagged_nonfinite(ring, h, factor)):
@@ -663,8 +663,7 @@ class Receiver(Worker):
                 self._info_key = key
                 self._stream_info = h.stream_keys()
             if self._headers.kept and self._cur is not None and h.encoding == "raw" \
-                    and not h.missing and not h.ignored and (
-                        h.freqs_hz is None or h.freqs_hz[0] < h.freqs_hz[-1]):
+                    and not h.missing and not h.ignored and not h.descending:
                 self._steady = (self._cur, h.nbytes, ring, reduce)
             return
         cand.count += 1
@@ -757,7 +756,7 @@ class Receiver(Worker):
         missing (averaged ``factor`` to a row channel; rows in ascending frequency)."""
         bad = ~np.isfinite(ring.data[ring.spare_row, : ring.nfreq])
         rows = [m // factor for m in h.missing]
-        if h.freqs_hz is not None and h.freqs_hz[0] > h.freqs_hz[-1]:
+        if h.descending:
             rows = [ring.nfreq - 1 - i for i in rows]
         bad[rows] = False
         return bool(bad.any())
