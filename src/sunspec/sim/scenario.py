@@ -50,6 +50,21 @@ def power_law(rng: np.random.Generator, index: float, floor: float, top: float,
     return (floor ** e + u * (top ** e - floor ** e)) ** (1.0 / e)
 
 
+def _brightness(rng: np.random.Generator, cfg: SimConfig) -> float:
+    """One burst's peak brightness: the power law of ``cfg`` above its brightness floor."""
+    return float(power_law(rng, cfg.brightness_index, cfg.get("brightness_floor"),
+                           cfg.brightness_max))
+
+
+def _arrivals(rng: np.random.Generator, rate: float) -> Iterator[float]:
+    """Times of a Poisson process of ``rate`` per second from 0 (none if ``rate`` <= 0);
+    each is drawn only when asked for, so draws between them keep their order."""
+    t = 0.0
+    while rate > 0:
+        t += float(rng.exponential(1 / rate))
+        yield t
+
+
 class Episodes:
     """Active episodes in data time, drawn lazily; :meth:`to_time` maps *active time*
     (seconds counted inside episodes only) to data time, so a Poisson process in active
@@ -111,14 +126,14 @@ def rfi_lines(seed: int, config: SimConfig) -> list[RFILine]:
     return lines
 
 
-def _type3(rng: np.random.Generator, t: float, cfg: SimConfig, floor: float) -> TypeIII:
+def _type3(rng: np.random.Generator, t: float, cfg: SimConfig) -> TypeIII:
     f_start = float(np.exp(rng.uniform(math.log(35), math.log(250))))
     striated = rng.random() < cfg.type3b_fraction
     stops = rng.random() < cfg.type3_stop_fraction
     spacing = float(rng.uniform(0.3, 1.0))
     return TypeIII(
         t0=t, f_start_mhz=f_start, peak_mhz=float(rng.uniform(20, 70)),
-        amplitude=float(power_law(rng, cfg.brightness_index, floor, cfg.brightness_max)),
+        amplitude=_brightness(rng, cfg),
         drift_scale=float(np.clip(rng.lognormal(0, 0.3), 0.4, 2.5)),
         decay_s=float(rng.uniform(0.8, 2.5)), rise_s=float(rng.uniform(0.1, 0.4)),
         circular=float(rng.uniform(0.1, 0.6)),
@@ -131,34 +146,24 @@ def _type3(rng: np.random.Generator, t: float, cfg: SimConfig, floor: float) -> 
 
 def _type3_groups(seed: int, cfg: SimConfig, ep: Episodes) -> Iterator[tuple[float, list[Event]]]:
     rng = np.random.default_rng([seed, STREAM["III"]])
-    floor = cfg.get("brightness_floor")
     if cfg.get("opening_s") > 0:
         t = cfg.get("opening_s")
         yield t, [TypeIII(t0=t, f_start_mhz=85.0, peak_mhz=45.0, amplitude=30.0)]
-    rate = cfg.get("type3_groups_per_hour") / 3600
-    if rate <= 0:
-        return
-    active = 0.0
-    while True:
-        active += float(rng.exponential(1 / rate))
+    for active in _arrivals(rng, cfg.get("type3_groups_per_hour") / 3600):
         t = ep.to_time(active)
         members: list[Event] = []
         tm = t
         for _ in range(1 + int(rng.poisson(cfg.get("type3_per_group") - 1))):
-            members.append(_type3(rng, tm, cfg, floor))
+            members.append(_type3(rng, tm, cfg))
             tm += float(rng.exponential(cfg.type3_spacing_s))
         yield t, members
 
 
 def _type2s(seed: int, cfg: SimConfig) -> Iterator[tuple[float, list[Event]]]:
     rng = np.random.default_rng([seed, STREAM["II"]])
-    rate = cfg.get("type2_per_day") / 86400
-    t = 0.0
-    while rate > 0:
-        t += float(rng.exponential(1 / rate))
+    for t in _arrivals(rng, cfg.get("type2_per_day") / 86400):
         dur = float(rng.uniform(180, 900))
-        amp = float(power_law(rng, cfg.brightness_index, cfg.get("brightness_floor"),
-                              cfg.brightness_max))
+        amp = _brightness(rng, cfg)
         split = float(rng.uniform(0.05, 0.3)) if rng.random() < cfg.type2_split_fraction else 0.0
         hb: list[tuple[float, int, float]] = []
         if rng.random() < cfg.herringbone_fraction:
@@ -177,14 +182,10 @@ def _type2s(seed: int, cfg: SimConfig) -> Iterator[tuple[float, list[Event]]]:
 
 def _type4s(seed: int, cfg: SimConfig) -> Iterator[tuple[float, list[Event]]]:
     rng = np.random.default_rng([seed, STREAM["IV"]])
-    rate = cfg.get("type4_per_day") / 86400
-    t = 0.0
-    while rate > 0:
-        t += float(rng.exponential(1 / rate))
+    for t in _arrivals(rng, cfg.get("type4_per_day") / 86400):
         rise = float(rng.uniform(120, 600))
         yield t - 8 * rise, [TypeIV(
-            t0=t, amplitude=float(power_law(rng, cfg.brightness_index,
-                                            cfg.get("brightness_floor"), cfg.brightness_max)),
+            t0=t, amplitude=_brightness(rng, cfg),
             peak_mhz=float(rng.uniform(25, 60)), bandwidth=float(rng.uniform(0.5, 1.0)),
             rise_s=rise, decay_s=float(rng.uniform(900, 5400)),
             modulation=float(rng.uniform(0, 0.3)), period_s=float(rng.uniform(30, 300)),
@@ -194,18 +195,14 @@ def _type4s(seed: int, cfg: SimConfig) -> Iterator[tuple[float, list[Event]]]:
 def _spike_clusters(seed: int, cfg: SimConfig, ep: Episodes
                     ) -> Iterator[tuple[float, list[Event]]]:
     rng = np.random.default_rng([seed, STREAM["spike"]])
-    rate = cfg.get("spike_clusters_per_hour") / 3600
-    active = 0.0
-    while rate > 0:
-        active += float(rng.exponential(1 / rate))
+    for active in _arrivals(rng, cfg.get("spike_clusters_per_hour") / 3600):
         t = ep.to_time(active)
         fc = float(rng.uniform(20, 80))
         n = max(1, int(rng.poisson(cfg.spikes_per_cluster)))
         times = np.sort(t + rng.uniform(0, 30, n))
         yield t, [Spike(
             t0=float(ts), f_mhz=float(fc + rng.uniform(-5, 5)),
-            amplitude=float(power_law(rng, cfg.brightness_index, cfg.get("brightness_floor"),
-                                      cfg.brightness_max)),
+            amplitude=_brightness(rng, cfg),
             width_mhz=float(rng.uniform(0.03, 0.15)), rise_s=float(rng.uniform(0.02, 0.1)),
             decay_s=float(rng.uniform(0.2, 1.0)), circular=float(rng.uniform(0.2, 0.9)))
             for ts in times]
@@ -214,9 +211,7 @@ def _spike_clusters(seed: int, cfg: SimConfig, ep: Episodes
 def _impulses(seed: int, cfg: SimConfig, spectrum_s: float
               ) -> Iterator[tuple[float, list[Event]]]:
     rng = np.random.default_rng([seed, STREAM["impulse"]])
-    t = 0.0
-    while cfg.impulse_per_s > 0:
-        t += float(rng.exponential(1 / cfg.impulse_per_s))
+    for t in _arrivals(rng, cfg.impulse_per_s):
         yield t, [Impulse(t0=t, amplitude=float(rng.lognormal(1.5, 0.7)),
                           nspec=int(rng.integers(1, 4)), spectrum_s=spectrum_s)]
 
