@@ -214,3 +214,18 @@ def test_a_header_over_the_limit_is_refused_unscanned():
     with pytest.raises(ProtocolError) as info:
         reader.read(len(raw))
     assert info.value.reason == "oversize" and reader.digest == 0
+
+
+def test_a_header_longer_than_any_sender_sends_is_parsed_in_full_and_hashed():
+    reader = HeaderReader(bytearray(4 * protocol.HEADER_LIMIT), 4 * protocol.HEADER_LIMIT)
+    digests = []
+    for i in range(2):
+        raw = json.dumps(protocol.make_header(
+            nbeam=1, nchan=8, npol=4, time_tag=TAG, t_end_tag=TAG + (i + 1) * WINDOW,
+            seq=i, sender_id="s")).encode()
+        raw = raw[:-1] + b" " * (2 * protocol.HEADER_LIMIT) + b"}"  # valid JSON, 128 KiB
+        reader.buffer[: len(raw)] = raw
+        assert repr(reader.read(len(raw))) == repr(protocol.parse_header(raw, len(raw)))
+        assert not reader.repeated and not reader.kept
+        digests.append(reader.digest)
+    assert 0 not in digests and digests[0] != digests[1]

@@ -49,6 +49,7 @@ class HeaderReader:
         self,
         buf: bytearray,
         limit: int,
+        scan_limit: int,
         parse: Callable[[int], Any],
         cls: type,
         slots: tuple[int, ...],

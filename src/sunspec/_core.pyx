@@ -424,13 +424,14 @@ cdef class HeaderReader:
 
     ``cls`` is the tuple type ``parse`` returns; ``slots`` the indices in it of seq,
     timestamp, end tag, start tag and end time (Unix s, from the tag at
-    ``ticks_per_second``). Headers longer than ``limit`` bytes go to ``parse`` unscanned.
+    ``ticks_per_second``). Headers longer than ``scan_limit`` (at most ``limit``) bytes go to
+    ``parse`` unscanned; ``digest`` covers headers up to ``limit`` bytes.
     """
 
     cdef const unsigned char[::1] buf
     cdef unsigned char[::1] stable
     cdef unsigned char[::1] kept_part
-    cdef Py_ssize_t nstable, nkept, limit
+    cdef Py_ssize_t nstable, nkept, limit, scan_limit
     cdef object parse
     cdef object cls
     cdef list fields
@@ -447,16 +448,19 @@ cdef class HeaderReader:
     #: exact repeat of a header (a duplicate message) from another
     cdef readonly unsigned long long digest
 
-    def __init__(self, const unsigned char[::1] buf, Py_ssize_t limit, parse, cls,
-                 tuple slots, long long ticks_per_second):
+    def __init__(self, const unsigned char[::1] buf, Py_ssize_t limit, Py_ssize_t scan_limit,
+                 parse, cls, tuple slots, long long ticks_per_second):
         if not 0 <= limit <= buf.shape[0]:
             raise ValueError(f"limit must be in [0, {buf.shape[0]}], got {limit}")
+        if not 0 <= scan_limit <= limit:
+            raise ValueError(f"scan_limit must be in [0, {limit}], got {scan_limit}")
         if ticks_per_second < 1:
             raise ValueError("ticks_per_second must be >= 1")
         self.buf = buf
         self.limit = limit
-        self.stable = bytearray(max(limit, 1))
-        self.kept_part = bytearray(max(limit, 1))
+        self.scan_limit = scan_limit
+        self.stable = bytearray(max(scan_limit, 1))
+        self.kept_part = bytearray(max(scan_limit, 1))
         self.nstable = self.nkept = -1
         self.parse = parse
         self.cls = cls
@@ -470,14 +474,12 @@ cdef class HeaderReader:
         cdef list fields
         cdef long long sec
         self.nstable = -1
-        if 0 <= n <= self.limit:
-            self.digest = fnv1a(&self.buf[0], n)
+        self.digest = fnv1a(&self.buf[0], n) if 0 <= n <= self.limit else 0
+        if 0 <= n <= self.scan_limit:
             found = self._scan(&self.buf[0], n)
             if found == SCAN_NEW and self.nstable == self.nkept and (self.nstable == 0 or memcmp(
                     &self.stable[0], &self.kept_part[0], self.nstable) == 0):
                 found = SCAN_SAME
-        else:
-            self.digest = 0
         if found == SCAN_SAME:
             self.repeated = self.kept = True
             fields = self.fields

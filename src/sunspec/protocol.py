@@ -512,7 +512,10 @@ class HeaderReader(CompiledHeaderReader):
 
     def __init__(self, buffer: bytearray, max_bytes: int = HEADER_LIMIT):
         view = memoryview(buffer)
-        super().__init__(buffer, min(max_bytes, len(buffer)),
+        limit = min(max_bytes, len(buffer))
+        # a sender's header never exceeds HEADER_LIMIT: the scanner's two copies of a
+        # header's stable part need no more (a longer one is parsed in full)
+        super().__init__(buffer, limit, min(limit, HEADER_LIMIT),
                          lambda n: parse_header(view[:n], max_bytes), FrameHeader, _PER_FRAME,
                          FS)
         self.buffer = buffer
