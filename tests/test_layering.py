@@ -1,8 +1,9 @@
 """The import layering of the package, checked on its source (arrows only point down).
 
 kernels, clock, protocol, ring, source and status import no receiver and no consumer; the
-receiver imports no consumer; only ``kernels`` imports the compiled ``_core``; consumers
-(live view, snapshots, archive) reach a stream through ``source``, never ``receiver``.
+receiver imports no consumer; only ``kernels`` and ``_poller`` import the compiled ``_core``;
+consumers (live view, snapshots, archive) reach a stream through ``source``, never
+``receiver``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import sunspec
 
 PACKAGE = Path(sunspec.__file__).parent
 
-FOUNDATION = ["kernels", "clock", "protocol", "ring", "source", "status", "memory", "_log",
-              "_worker", "encodings", "curve"]
+FOUNDATION = ["kernels", "_poller", "clock", "protocol", "ring", "source", "status", "memory",
+              "_log", "_worker", "encodings", "curve"]
 CONSUMERS = ["web", "snapshot", "archive", "detect"]
 ABOVE_RECEIVER = [*CONSUMERS, "cli", "replay", "relay", "readers", "sim", "__main__"]
 
@@ -81,9 +82,9 @@ def test_receiver_imports_no_consumer():
     assert not bad, sorted(bad)
 
 
-def test_only_kernels_imports_the_compiled_core():
+def test_only_the_kernel_wrappers_import_the_compiled_core():
     users = sorted(module_name(p) for p in PACKAGE.rglob("*.py") if "_core" in imports_of(p))
-    assert users == ["kernels"]
+    assert users == ["_poller", "kernels"]
 
 
 @pytest.mark.parametrize("top", CONSUMERS)

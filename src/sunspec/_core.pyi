@@ -85,3 +85,31 @@ def detect_line_sums(
     out_sum: NDArray[np.float32],
     out_n: NDArray[np.float32],
 ) -> None: ...
+
+# --- receiving messages (sunspec._poller) ---
+WAIT_NOTHING: Final[int]
+WAIT_MESSAGE: Final[int]
+WAIT_MONITOR: Final[int]
+
+class MessagePoller:
+    parts: Final[int]
+    more: Final[bool]
+    ntopic: Final[int]
+    nheader: Final[int]
+    npayload: Final[int]
+    arrival: Final[float]
+    def __init__(
+        self,
+        functions: tuple[int, int, int],
+        constants: tuple[int, int, int],
+        error: Callable[[int], Exception],
+        sock: Any,
+        sock_handle: int,
+        monitor: Any,
+        monitor_handle: int,
+        topic: bytearray,
+        header: bytearray,
+        payload: memoryview,
+    ) -> None: ...
+    def wait(self, timeout_ms: int) -> int:
+        """Raises ``error(errno)`` if libzmq fails."""

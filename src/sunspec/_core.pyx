@@ -614,3 +614,145 @@ cdef class HeaderReader:
 
 
 
+
+
+# --- receiving messages (sunspec._poller.MessagePoller) ----------------------------------------
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    enum:
+        EINTR
+        EAGAIN
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    enum:
+        CLOCK_REALTIME
+    int clock_gettime(int clk, timespec* ts)
+
+# libzmq's poll item (zmq.h; ``fd`` is an int on POSIX)
+ctypedef struct zmq_pollitem_t:
+    void* socket
+    int fd
+    short events
+    short revents
+
+ctypedef int (*zmq_poll_fn)(zmq_pollitem_t* items, int nitems, long timeout) noexcept nogil
+ctypedef int (*zmq_recv_fn)(void* s, void* buf, size_t len, int flags) noexcept nogil
+ctypedef int (*zmq_getsockopt_fn)(void* s, int option, void* optval, size_t* optvallen) \
+    noexcept nogil
+
+#: what MessagePoller.wait found
+WAIT_NOTHING = 0
+WAIT_MESSAGE = 1
+WAIT_MONITOR = 2
+
+
+cdef class MessagePoller:
+    """Waits on a data socket and its monitor, and receives a message's first three parts
+    (topic, header, payload) into three buffers, in one compiled call with the GIL released.
+
+    It calls libzmq through the function addresses it is given (``zmq_poll``, ``zmq_recv``,
+    ``zmq_getsockopt``: those of the library the sockets belong to) on the sockets' handles
+    (``zmq.Socket.underlying``), with the option and flag values ``RCVMORE``, ``POLLIN`` and
+    ``DONTWAIT``. A part longer than its buffer is truncated, its full length reported, as
+    ``zmq_recv`` does. Parts after the third stay queued (``more``). A libzmq failure raises
+    ``error(errno)``.
+    """
+
+    cdef zmq_poll_fn poll
+    cdef zmq_recv_fn recv
+    cdef zmq_getsockopt_fn getsockopt
+    cdef zmq_pollitem_t items[2]
+    cdef int rcvmore, pollin, dontwait
+    cdef unsigned char[::1] topic, header, payload
+    cdef object sockets  # kept alive while their handles are in use
+    cdef object error
+    #: parts received by the last wait that found a message (1 to 3)
+    cdef readonly int parts
+    #: more parts of that message are queued
+    cdef readonly bint more
+    #: lengths of its topic, header and payload parts (0 for parts it lacks)
+    cdef readonly Py_ssize_t ntopic, nheader, npayload
+    #: when its first part was received (Unix s, CLOCK_REALTIME)
+    cdef readonly double arrival
+
+    def __init__(self, tuple functions, tuple constants, error, sock, size_t sock_handle,
+                 monitor, size_t monitor_handle, unsigned char[::1] topic,
+                 unsigned char[::1] header, unsigned char[::1] payload):
+        cdef size_t poll, recv, getsockopt
+        poll, recv, getsockopt = functions
+        if not poll or not recv or not getsockopt or not sock_handle or not monitor_handle:
+            raise ValueError("function addresses and socket handles must not be 0")
+        self.poll = <zmq_poll_fn>poll
+        self.recv = <zmq_recv_fn>recv
+        self.getsockopt = <zmq_getsockopt_fn>getsockopt
+        self.rcvmore, self.pollin, self.dontwait = constants
+        self.items[0].socket = <void*>sock_handle
+        self.items[1].socket = <void*>monitor_handle
+        for i in range(2):
+            self.items[i].fd = 0
+            self.items[i].events = self.pollin
+            self.items[i].revents = 0
+        self.sockets = (sock, monitor)
+        self.error = error
+        self.topic, self.header, self.payload = topic, header, payload
+
+    def wait(self, long timeout_ms):
+        """Wait up to ``timeout_ms`` for a message or a monitor event: WAIT_MESSAGE (the
+        message received), WAIT_MONITOR (an event waits on the monitor socket) or
+        WAIT_NOTHING (timed out, or interrupted by a signal). Raises ``error(errno)`` if
+        libzmq fails, as it does once the context is terminated."""
+        cdef int rc, err = 0
+        with nogil:
+            rc = self.poll(self.items, 2, timeout_ms)
+            if rc < 0:
+                err = errno
+            elif self.items[0].revents & self.pollin:
+                rc = self._receive()
+                if rc < 0:
+                    err = errno
+        if rc < 0:
+            if err == EINTR or err == EAGAIN:
+                return WAIT_NOTHING
+            raise self.error(err)
+        if self.items[0].revents & self.pollin and self.parts:
+            return WAIT_MESSAGE
+        if self.items[1].revents & self.pollin:
+            return WAIT_MONITOR
+        return WAIT_NOTHING
+
+    cdef int _receive(self) noexcept nogil:
+        """Receive up to three parts; 0, or -1 with errno set."""
+        cdef int n, more = 0, i
+        cdef size_t optlen
+        cdef timespec ts
+        cdef unsigned char* bufs[3]
+        cdef size_t sizes[3]
+        cdef Py_ssize_t got[3]
+        bufs[0], bufs[1], bufs[2] = &self.topic[0], &self.header[0], &self.payload[0]
+        sizes[0] = self.topic.shape[0]
+        sizes[1] = self.header.shape[0]
+        sizes[2] = self.payload.shape[0]
+        got[0] = got[1] = got[2] = 0
+        self.parts = 0
+        for i in range(3):
+            n = self.recv(self.items[0].socket, bufs[i], sizes[i], self.dontwait)
+            if n < 0:
+                return -1
+            if i == 0:
+                clock_gettime(CLOCK_REALTIME, &ts)
+                self.arrival = <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
+            got[i] = n
+            self.parts = i + 1
+            optlen = sizeof(int)
+            if self.getsockopt(self.items[0].socket, self.rcvmore, &more, &optlen) < 0:
+                return -1
+            if not more:
+                break
+        self.more = more != 0
+        self.ntopic, self.nheader, self.npayload = got[0], got[1], got[2]
+        return 0

@@ -6,7 +6,8 @@ waiting for a geometry change to be confirmed (``geometry_pending``) or as an en
 sequence; ``seq`` numbers never received are counted as ``lost``, per sender. The rules are
 in docs/PROTOCOL.md ("Receiver rules"). Everything slow (plots, files, web clients) reads
 the ring from its own thread. The thread waits on a poller with a timeout, so it costs
-nothing while the stream is quiet, and checks for :meth:`Receiver.stop` before every message.
+nothing while the stream is quiet, and checks for :meth:`Receiver.stop` before every message;
+the wait and the receipt of a message's parts are one compiled call (:mod:`sunspec._poller`).
 
 A sender's frames in the steady state (each header repeating the last but for its per-frame
 keys, seq following on, same geometry) take a short path: the header's per-frame values are
@@ -29,6 +30,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import memory
 from ._log import RateLimitedLog
+from ._poller import WAIT_MESSAGE, WAIT_MONITOR, MessagePoller, message_poller
 from ._worker import Worker
 from .clock import CHAN_BW, channel_freqs_hz
 from .curve import ClientKeys
@@ -458,7 +460,7 @@ class Receiver(Worker):
                                          self.max_header_bytes)
         header, payload = self._headers.buffer, self._payload.data
         stop = self._stop
-        items = [(sock, zmq.POLLIN), (monitor, zmq.POLLIN)]
+        poller = message_poller(sock, monitor, topic, header, payload)
         timeout = round(POLL_INTERVAL * 1000)
         receive = self._receive_one
         next_check = 0.0
@@ -468,23 +470,17 @@ class Receiver(Worker):
                 if now >= next_check:  # a few times a second, not for every message
                     self._check_stalled()
                     next_check = now + POLL_INTERVAL
-                # one message per poll: zmq_poll returns at once while more are waiting,
-                # which costs less than asking ZMQ_EVENTS (or failing a receive) after each
-                ready = zmq.zmq_poll(items, timeout)
-                if not ready:
-                    if self._orphaned_at is not None and \
-                            time.monotonic() - self._orphaned_at >= _ORPHAN_S:
-                        sock, monitor = self._reconnect(sock, monitor)
-                        items = [(sock, zmq.POLLIN), (monitor, zmq.POLLIN)]
-                    continue
-                # messages first: a socket is renewed only once nothing is queued
-                if ready[0][0] is sock:
-                    try:  # noqa: SIM105 - free in the hot path, unlike a context manager
-                        receive(sock, topic, header, payload)
-                    except zmq.Again:  # pragma: no cover - polled ready, taken by nothing else
-                        pass
-                else:
+                # one message per wait: the poll returns at once while more are waiting
+                ready = poller.wait(timeout)
+                if ready == WAIT_MESSAGE:
+                    receive(sock, poller, topic)
+                elif ready == WAIT_MONITOR:
                     self._monitor_event(monitor)
+                elif self._orphaned_at is not None and \
+                        time.monotonic() - self._orphaned_at >= _ORPHAN_S:
+                    # messages first: a socket is renewed only once nothing is queued
+                    sock, monitor = self._reconnect(sock, monitor)
+                    poller = message_poller(sock, monitor, topic, header, payload)
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
@@ -520,38 +516,36 @@ class Receiver(Worker):
         sock.close(linger=0)
         return self._connect()
 
-    def _receive_one(self, sock: zmq.Socket, topic: bytearray, header: bytearray,
-                     payload: memoryview) -> None:
-        """Receive one whole message (raises zmq.Again if none is waiting)."""
-        ntopic = sock.recv_into(topic, flags=zmq.NOBLOCK)
+    def _receive_one(self, sock: zmq.Socket, poller: MessagePoller, topic: bytearray) -> None:
+        """Check and take the message ``poller`` received (its first three parts)."""
         t0 = time.perf_counter()
-        arrival = time.time()
+        arrival = poller.arrival
         self._stats["messages"] += 1
         self._cur = None
         try:
-            if not sock.getsockopt(zmq.RCVMORE):
+            parts, ntopic, nheader = poller.parts, poller.ntopic, poller.nheader
+            if parts == 1:
                 raise ProtocolError(Reject.PARTS, "1 frame, expected 3")
-            nheader = sock.recv_into(header)
-            if nheader > len(header):
+            if nheader > self.max_header_bytes:
                 raise ProtocolError(Reject.OVERSIZE, f"header of {nheader} bytes exceeds "
-                                    f"max_header_bytes = {len(header)}")
+                                    f"max_header_bytes = {self.max_header_bytes}")
             if ntopic == _END_TOPIC_BYTES and topic.startswith(END_TOPIC):
-                if sock.getsockopt(zmq.RCVMORE):
-                    raise ProtocolError(Reject.PARTS, f"end message of {2 + _drain(sock)} "
+                if parts == 3:
+                    raise ProtocolError(Reject.PARTS, f"end message of {3 + _drain(sock)} "
                                         "frames, expected 2")
-                self._end(parse_end(memoryview(header)[:nheader], len(header)))
+                self._end(parse_end(memoryview(self._headers.buffer)[:nheader],
+                                    self.max_header_bytes))
                 return
-            if not sock.getsockopt(zmq.RCVMORE):
+            if parts == 2:
                 raise ProtocolError(Reject.PARTS, "2 frames, expected 3")
-            nbytes = sock.recv_into(payload)
-            if sock.getsockopt(zmq.RCVMORE):
-                extra = _drain(sock)
-                raise ProtocolError(Reject.PARTS, f"{3 + extra} frames, expected 3")
+            if poller.more:
+                raise ProtocolError(Reject.PARTS, f"{3 + _drain(sock)} frames, expected 3")
             if ntopic != _TOPIC_BYTES or not topic.startswith(TOPIC):
                 raise ProtocolError(Reject.TOPIC, f"topic {bytes(topic[:ntopic])!r}...")
-            if nbytes > payload.nbytes:
+            nbytes = poller.npayload
+            if nbytes > self.max_message_bytes:
                 raise ProtocolError(Reject.OVERSIZE, f"payload of {nbytes} bytes exceeds "
-                                    f"max_message_bytes = {payload.nbytes}")
+                                    f"max_message_bytes = {self.max_message_bytes}")
             h: FrameHeader = self._headers.read(nheader)
             ident = self._headers.digest  # tells an exact duplicate from another message
             if self._steady is not None:
