@@ -28,6 +28,9 @@ WAIT_MONITOR: int = _core.WAIT_MONITOR
 @cache
 def _libzmq_functions() -> tuple[int, int, int]:
     """Addresses of zmq_poll, zmq_recv and zmq_getsockopt in the libzmq pyzmq uses."""
+    if not issubclass(zmq.Socket, _zmq.Socket):  # another backend may load another libzmq
+        raise RuntimeError("sunspec's receiver needs pyzmq's Cython backend, not "
+                           f"{zmq.Socket.__mro__[1].__module__}")
     lib = ctypes.CDLL(_zmq.__file__)
     return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0  # type: ignore
                  for name in ("zmq_poll", "zmq_recv", "zmq_getsockopt"))
