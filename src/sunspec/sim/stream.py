@@ -24,7 +24,8 @@ class SimulatedStream(Worker):
     :class:`sunspec.Publisher` from a background thread.
 
     ``speed`` is data seconds per wall second (1 = real time, as the recorder: a gulp is
-    published when its data would be complete); ``speed=None`` runs as fast as possible.
+    published when its data would be complete); ``speed=None`` runs as fast as the publisher
+    sends (its queue waits for room rather than dropping a frame).
     ``duration`` (data seconds, None = until :meth:`stop`) ends the sequence after
     ``ceil(duration / gulp_seconds)`` gulps, whose final partial window is handled by the
     Averager. ``nint`` or ``interval`` set the frame length (default: half a gulp, as
@@ -91,7 +92,9 @@ class SimulatedStream(Worker):
         """Bind the publisher (raises if binding fails; a stream runs once)."""
         if self.publisher is not None:
             raise RuntimeError("already started: a SimulatedStream runs once")
-        self.publisher = Publisher(endpoint=self._bind, sndhwm=self.sndhwm, beam=self.beam)
+        # at full speed the publisher's queue waits for room: the stream outruns it by design
+        self.publisher = Publisher(endpoint=self._bind, sndhwm=self.sndhwm, beam=self.beam,
+                                   block=self.speed is None)
         log.info("simulating on %s (speed %s, seed %d, %s path)", self.publisher.endpoint,
                  self.speed or "max", self.sim.seed, "frame" if self.frame_level else "gulp")
         return ()
