@@ -16,6 +16,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from sunspec._poller import WAIT_MESSAGE, WAIT_MONITOR, WAIT_NOTHING, message_poller
+from sunspec._worker import WakePipe
 
 TOPIC_BYTES, HEADER_BYTES, PAYLOAD_BYTES = 8, 64, 256
 
@@ -31,8 +32,9 @@ class Link:
         self.topic = bytearray(TOPIC_BYTES)
         self.header = bytearray(HEADER_BYTES)
         self.payload = np.zeros(PAYLOAD_BYTES, np.uint8)
-        self.poller = message_poller(self.pull, self.monitor, self.topic, self.header,
-                                     self.payload.data)
+        self.wake = WakePipe()
+        self.poller = message_poller(self.pull, self.monitor, self.wake.fd, self.topic,
+                                     self.header, self.payload.data)
         self.push = context.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(f"tcp://127.0.0.1:{port}")
@@ -53,6 +55,7 @@ class Link:
 
     def close(self) -> None:
         self.push.close()
+        self.wake.close()
         self.pull.disable_monitor()
         self.monitor.close()
         self.pull.close()
@@ -72,6 +75,14 @@ def test_a_connection_event_waits_on_the_monitor_then_nothing_does(link):
     event = recv_monitor_message(link.monitor)  # read by the caller, as pyzmq would
     assert event["event"] == zmq.EVENT_ACCEPTED
     assert link.poller.wait(10) == WAIT_NOTHING
+
+
+def test_a_wake_up_ends_a_long_wait_and_stays_until_read(link):
+    assert link.next() == WAIT_MONITOR
+    recv_monitor_message(link.monitor)
+    link.wake.wake()
+    for _ in range(3):  # a wait of ten minutes ends at once (pytest-timeout fails a hang)
+        assert link.poller.wait(600_000) == WAIT_NOTHING
 
 
 @pytest.mark.parametrize("nparts", [1, 2, 3, 4, 6])
@@ -136,6 +147,7 @@ def test_a_terminated_context_raises_zmqerror():
     assert err.value.errno == zmq.ETERM
     made.monitor.close()
     made.pull.close()
+    made.wake.close()
     ender.join()
 
 
@@ -146,4 +158,4 @@ def test_the_poller_refuses_null_handles(link):
     with pytest.raises(ValueError, match="must not be 0"):
         _core.MessagePoller(_libzmq_functions(), (zmq.RCVMORE, zmq.POLLIN, zmq.DONTWAIT),
                             zmq.ZMQError, link.pull, 0, link.monitor, link.monitor.underlying,
-                            link.topic, link.header, link.payload.data)
+                            -1, link.topic, link.header, link.payload.data)

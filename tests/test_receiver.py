@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 
@@ -12,6 +14,7 @@ from streams import TAG0, WINDOW, RawPublisher, const_frame, wait_until
 from test_receiver_accounting import settled
 
 from sunspec import Receiver, StatusBoard, StreamReceiver, clock, protocol
+from sunspec import receiver as receiver_module
 
 
 def frames_received(r, n, timeout=5.0):
@@ -260,13 +263,25 @@ def test_ring_since_and_wait_follow_every_frame(pub, receiver_for):
     assert rows.missed == 6 and rows.seq.tolist() == [6, 7, 8, 9] and rows.first_index == 6
 
 
-def test_stop_is_prompt_and_restartable(pub):
-    r = Receiver(endpoint=pub.endpoint)
+def open_pipes() -> int:
+    """File descriptors of this process that are pipes."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own fd, closed by now
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+    return n
+
+
+def test_stop_is_prompt_and_restartable(pub, monkeypatch):
+    # the thread would wait 30 min between stall checks: stop() wakes it (or the test fails)
+    monkeypatch.setattr(receiver_module, "POLL_INTERVAL", 3600.0)
+    r = Receiver(endpoint=pub.endpoint, stall_timeout=3600.0)
+    pipes = open_pipes()
     for _ in range(3):
         r.start()
-        assert r.running
-        r.stop()
-        assert not r.running
+        assert r.running and open_pipes() == pipes + 2  # its wake pipe
+        r.stop(timeout=60)
+        assert not r.running and open_pipes() == pipes
     r.stop()  # idempotent
 
     def session(value: float, total: int) -> None:

@@ -107,6 +107,7 @@ class MessagePoller:
         sock_handle: int,
         monitor: Any,
         monitor_handle: int,
+        wake_fd: int,
         topic: bytearray,
         header: bytearray,
         payload: memoryview,

@@ -660,14 +660,14 @@ cdef class MessagePoller:
     (``zmq.Socket.underlying``), with the option and flag values ``RCVMORE``, ``POLLIN`` and
     ``DONTWAIT``. A part longer than its buffer is truncated, its full length reported, as
     ``zmq_recv`` does. Parts after the third stay queued (``more``). A libzmq failure raises
-    ``error(errno)``.
+    ``error(errno)``. A readable ``wake_fd`` (unless -1) ends a wait, which is never read.
     """
 
     cdef zmq_poll_fn poll
     cdef zmq_recv_fn recv
     cdef zmq_getsockopt_fn getsockopt
-    cdef zmq_pollitem_t items[2]
-    cdef int rcvmore, pollin, dontwait
+    cdef zmq_pollitem_t items[3]
+    cdef int nitems, rcvmore, pollin, dontwait
     cdef unsigned char[::1] topic, header, payload
     cdef object sockets  # kept alive while their handles are in use
     cdef object error
@@ -681,7 +681,7 @@ cdef class MessagePoller:
     cdef readonly double arrival
 
     def __init__(self, tuple functions, tuple constants, error, sock, size_t sock_handle,
-                 monitor, size_t monitor_handle, unsigned char[::1] topic,
+                 monitor, size_t monitor_handle, int wake_fd, unsigned char[::1] topic,
                  unsigned char[::1] header, unsigned char[::1] payload):
         cdef size_t poll, recv, getsockopt
         poll, recv, getsockopt = functions
@@ -691,12 +691,15 @@ cdef class MessagePoller:
         self.recv = <zmq_recv_fn>recv
         self.getsockopt = <zmq_getsockopt_fn>getsockopt
         self.rcvmore, self.pollin, self.dontwait = constants
-        self.items[0].socket = <void*>sock_handle
-        self.items[1].socket = <void*>monitor_handle
-        for i in range(2):
+        self.nitems = 2 if wake_fd < 0 else 3
+        for i in range(3):
+            self.items[i].socket = NULL
             self.items[i].fd = 0
             self.items[i].events = self.pollin
             self.items[i].revents = 0
+        self.items[0].socket = <void*>sock_handle
+        self.items[1].socket = <void*>monitor_handle
+        self.items[2].fd = wake_fd
         self.sockets = (sock, monitor)
         self.error = error
         self.topic, self.header, self.payload = topic, header, payload
@@ -704,11 +707,11 @@ cdef class MessagePoller:
     def wait(self, long timeout_ms):
         """Wait up to ``timeout_ms`` for a message or a monitor event: WAIT_MESSAGE (the
         message received), WAIT_MONITOR (an event waits on the monitor socket) or
-        WAIT_NOTHING (timed out, or interrupted by a signal). Raises ``error(errno)`` if
-        libzmq fails, as it does once the context is terminated."""
+        WAIT_NOTHING (timed out, woken, or interrupted by a signal). Raises ``error(errno)``
+        if libzmq fails, as it does once the context is terminated."""
         cdef int rc, err = 0
         with nogil:
-            rc = self.poll(self.items, 2, timeout_ms)
+            rc = self.poll(self.items, self.nitems, timeout_ms)
             if rc < 0:
                 err = errno
             elif self.items[0].revents & self.pollin:

@@ -36,9 +36,10 @@ def _libzmq_functions() -> tuple[int, int, int]:
                  for name in ("zmq_poll", "zmq_recv", "zmq_getsockopt"))
 
 
-def message_poller(sock: zmq.Socket, monitor: zmq.Socket, topic: bytearray, header: bytearray,
-                  payload: memoryview) -> MessagePoller:
-    """A poller of ``sock`` (and its ``monitor``) receiving into the three buffers."""
+def message_poller(sock: zmq.Socket, monitor: zmq.Socket, wake_fd: int, topic: bytearray,
+                   header: bytearray, payload: memoryview) -> MessagePoller:
+    """A poller of ``sock``, its ``monitor`` and ``wake_fd`` (-1: none) receiving into the
+    three buffers."""
     return _core.MessagePoller(_libzmq_functions(), (zmq.RCVMORE, zmq.POLLIN, zmq.DONTWAIT),
                                zmq.ZMQError, sock, sock.underlying, monitor, monitor.underlying,
-                               topic, header, payload)
+                               wake_fd, topic, header, payload)

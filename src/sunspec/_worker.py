@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from typing import Any, TypeVar
 
-__all__ = ["Worker"]
+__all__ = ["WakePipe", "Worker"]
 
 log = logging.getLogger(__name__)
 
 W = TypeVar("W", bound="Worker")
+
+
+class WakePipe:
+    """A pipe a thread's poll watches (``fd``), written to by :meth:`wake`: a thread waiting
+    with a long timeout still ends at once when it is stopped."""
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # already full of unread wake-ups
+            os.write(self._write_fd, b"\0")
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._write_fd)
 
 
 class Worker:
@@ -23,6 +42,9 @@ class Worker:
 
     An exception that ends ``_run`` is caught, logged and kept in :attr:`failure`: the worker
     is then ``"failed"`` (see :meth:`health`) until it is started again.
+
+    A ``_run`` that waits on file descriptors may also watch the one of :meth:`_wake_pipe`
+    (made in ``_prepare``): :meth:`stop` writes to it after setting ``self._stop``.
     """
 
     stop_timeout: float = 5.0
@@ -31,6 +53,15 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._failure: BaseException | None = None
+        self._wakeup: WakePipe | None = None
+
+    def _wake_pipe(self) -> WakePipe:
+        """A new wake pipe for the thread about to start (the previous one, whose thread has
+        ended, is closed). It lives until :meth:`stop` has seen the thread end."""
+        if self._wakeup is not None:
+            self._wakeup.close()
+        self._wakeup = WakePipe()
+        return self._wakeup
 
     def _thread_name(self) -> str:
         return f"sunspec-{type(self).__name__}"
@@ -77,12 +108,17 @@ class Worker:
         if thread is None:
             return
         self._stop.set()
+        if self._wakeup is not None:
+            self._wakeup.wake()
         thread.join(self.stop_timeout if timeout is None else timeout)
         if thread.is_alive():
             log.error("%s did not stop within %.1f s", thread.name,
                       self.stop_timeout if timeout is None else timeout)
         else:
             self._thread = None
+            if self._wakeup is not None:
+                self._wakeup.close()
+                self._wakeup = None
 
     @property
     def running(self) -> bool:

@@ -59,8 +59,9 @@ __all__ = ["Receiver", "StreamReceiver"]
 
 log = logging.getLogger(__name__)
 
-#: seconds the receiving thread waits for a message before checking for stop
-POLL_INTERVAL = 0.25
+#: seconds the receiving thread waits for a message before it checks whether the stream has
+#: stalled (:meth:`Receiver.stop` wakes it at once)
+POLL_INTERVAL = 1.0
 #: channels averaged per row, unless asked otherwise, for streams on a uniform channel grid
 #: (an explicit frequency axis is kept channel by channel)
 DEFAULT_FACTOR = 2
@@ -72,6 +73,7 @@ _MONITORED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CON
               | zmq.EVENT_CONNECTED)
 #: seconds a disconnection may go without a reconnection attempt before the socket is renewed
 _ORPHAN_S = 1.0
+_ORPHAN_MS = round(_ORPHAN_S * 1000 / 4)  # the wait while one is pending
 _TOPIC_BYTES, _END_TOPIC_BYTES = len(TOPIC), len(END_TOPIC)
 #: recent seq numbers per sender remembered to tell duplicates and late arrivals apart
 _SEQ_WINDOW = 64
@@ -166,8 +168,8 @@ class Receiver(Worker):
     ``beam`` is the recorder's beam *number*, e.g. 1 for port 30001; it is reported in
     :attr:`stream_info`, never used to pick data.) ``chan0`` names the first recorder channel
     for version 1 streams, which do not carry it, so rows get frequencies. :meth:`start` and
-    :meth:`stop` may be called at any time and repeatedly; :meth:`stop` returns within
-    ``POLL_INTERVAL`` plus one message's handling and leaves the held data readable.
+    :meth:`stop` may be called at any time and repeatedly; :meth:`stop` returns once the
+    message being handled is done and leaves the held data readable.
 
     A change of geometry (shape or frequency labels) replaces the ring only once
     ``confirm_frames`` consecutive frames confirm it (consecutive ``seq`` of one
@@ -267,6 +269,7 @@ class Receiver(Worker):
     def _prepare(self) -> tuple[zmq.Socket, zmq.Socket]:
         """Connect the SUB socket the receiving thread will own, and its monitor."""
         sock, monitor = self._connect()
+        self._wake_pipe()
         self._started_at = time.time()
         # what was sent while we were stopped is not lost: every span starts afresh
         self._stats["last_seq"] = None
@@ -460,27 +463,32 @@ class Receiver(Worker):
                                          self.max_header_bytes)
         header, payload = self._headers.buffer, self._payload.data
         stop = self._stop
-        poller = message_poller(sock, monitor, topic, header, payload)
-        timeout = round(POLL_INTERVAL * 1000)
+        wake = self._wakeup.fd if self._wakeup is not None else -1
+        poller = message_poller(sock, monitor, wake, topic, header, payload)
+        interval = min(POLL_INTERVAL, self.stall_timeout / 2)  # between stall checks
+        timeout = steady_timeout = round(interval * 1000)
         receive = self._receive_one
         next_check = 0.0
         try:
             while not stop.is_set():
                 now = time.monotonic()
-                if now >= next_check:  # a few times a second, not for every message
+                if now >= next_check:  # once per interval, not for every message
                     self._check_stalled()
-                    next_check = now + POLL_INTERVAL
+                    next_check = now + interval
                 # one message per wait: the poll returns at once while more are waiting
                 ready = poller.wait(timeout)
                 if ready == WAIT_MESSAGE:
                     receive(sock, poller, topic)
                 elif ready == WAIT_MONITOR:
                     self._monitor_event(monitor)
+                    # an orphaned socket is looked at more often, to be renewed in time
+                    timeout = steady_timeout if self._orphaned_at is None else _ORPHAN_MS
                 elif self._orphaned_at is not None and \
                         time.monotonic() - self._orphaned_at >= _ORPHAN_S:
                     # messages first: a socket is renewed only once nothing is queued
                     sock, monitor = self._reconnect(sock, monitor)
-                    poller = message_poller(sock, monitor, topic, header, payload)
+                    poller = message_poller(sock, monitor, wake, topic, header, payload)
+                    timeout = steady_timeout
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
         except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
