@@ -59,9 +59,9 @@ __all__ = ["Receiver", "StreamReceiver"]
 
 log = logging.getLogger(__name__)
 
-#: seconds the receiving thread waits for a message before it checks whether the stream has
-#: stalled (:meth:`Receiver.stop` wakes it at once)
-POLL_INTERVAL = 1.0
+#: longest wait (s) of the receiving thread for a message before it checks whether the stream
+#: has stalled (every half ``stall_timeout``); :meth:`Receiver.stop` wakes it at once
+POLL_INTERVAL = 5.0
 #: channels averaged per row, unless asked otherwise, for streams on a uniform channel grid
 #: (an explicit frequency axis is kept channel by channel)
 DEFAULT_FACTOR = 2
