@@ -159,3 +159,18 @@ def test_the_poller_refuses_null_handles(link):
         _core.MessagePoller(_libzmq_functions(), (zmq.RCVMORE, zmq.POLLIN, zmq.DONTWAIT),
                             zmq.ZMQError, link.pull, 0, link.monitor, link.monitor.underlying,
                             -1, link.topic, link.header, link.payload.data)
+
+
+def test_another_pyzmq_backend_is_refused(monkeypatch):
+    from sunspec import _poller
+
+    class OtherSocket:  # what a socket of another backend (and perhaps libzmq) looks like
+        pass
+
+    monkeypatch.setattr(_poller.zmq, "Socket", OtherSocket)
+    _poller._libzmq_functions.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="Cython backend"):
+            _poller._libzmq_functions()
+    finally:
+        _poller._libzmq_functions.cache_clear()
