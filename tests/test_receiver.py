@@ -15,6 +15,7 @@ from test_receiver_accounting import settled
 
 from sunspec import Receiver, StatusBoard, StreamReceiver, clock, protocol
 from sunspec import receiver as receiver_module
+from sunspec.ring import RingBuffer
 
 
 def frames_received(r, n, timeout=5.0):
@@ -417,3 +418,14 @@ def test_a_bug_while_handling_one_message_does_not_end_reception(pub, receiver_f
     st = r.get_buffer_status()
     assert st["running"] and st["rejected"]["internal"] == 1
     assert r.get_latest_data(5)[:, 0].tolist() == [2.0]
+
+
+def test_rows_share_the_rings_read_only_frequencies():
+    ring = RingBuffer(4, 3, freqs_hz=np.array([10e6, 20e6, 30e6]))
+    ring.commit(1, 0.0, 0, 0.0)
+    a, b = ring.latest(1), ring.since(0)
+    assert a.freqs_mhz is b.freqs_mhz is ring.freqs_mhz  # made once, not per read
+    assert a.freqs_mhz.tolist() == [10.0, 20.0, 30.0]
+    with pytest.raises(ValueError):
+        a.freqs_mhz[0] = 1.0  # no reader can change another's frequencies
+    assert RingBuffer(2, 3).latest(1).freqs_mhz is None

@@ -81,6 +81,11 @@ class RingBuffer:
         self.nrows = nrows
         self.nfreq = nfreq
         self.freqs_hz = freqs_hz
+        #: ``freqs_hz`` in MHz, made once (read-only; every Rows shares it)
+        self.freqs_mhz: np.ndarray | None = None
+        if freqs_hz is not None:
+            self.freqs_mhz = freqs_hz / 1e6
+            self.freqs_mhz.flags.writeable = False
         physical = nrows + 1
         # np.full writes every page now: the memory is committed when the ring is made, so
         # no frame pays a page fault later (np.zeros would leave that to the first writes)
@@ -98,10 +103,6 @@ class RingBuffer:
         self._lock = threading.Lock()  # taken by itself where nobody is notified (cheaper)
         self._cond = threading.Condition(self._lock)
         self._waiting = 0  # readers in wait(): a commit wakes them only when there are some
-
-    @property
-    def freqs_mhz(self) -> np.ndarray | None:
-        return None if self.freqs_hz is None else self.freqs_hz / 1e6
 
     @property
     def total(self) -> int:
