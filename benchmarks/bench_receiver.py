@@ -4,7 +4,8 @@ Measured in one run: frames/s ingested under a flood (and received/sent), proces
 frame at a paced 1,000 frames/s, CPU per frame at 100 frames/s against a bare poll +
 recv_multipart loop (rounds alternating between the two, same publisher process), one process
 following 16 beams at 2 frames/s each (16 Receivers, one publisher process with 16 sockets),
-CPU while idle, and RSS growth over a flood. The per-frame figures at 100 frames/s and for 16
+CPU while idle (beside a bare thread sleeping as long between wake-ups), and RSS growth over
+a flood. The per-frame figures at 100 frames/s and for 16
 beams are steady-state ones: each receiver has taken frames (and made its ring) before the
 measured phase starts. Targets (issues: receiver, many beams): ingest
 >= 0.9x the plain loop, <= 20 us CPU per frame at 1,000 frames/s, <= 1.25x the bare loop's
