@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 from streams import TAG0, WINDOW, RawPublisher, const_frame, wait_until
 from test_receiver_accounting import settled
 
@@ -429,3 +430,16 @@ def test_rows_share_the_rings_read_only_frequencies():
     with pytest.raises(ValueError):
         a.freqs_mhz[0] = 1.0  # no reader can change another's frequencies
     assert RingBuffer(2, 3).latest(1).freqs_mhz is None
+
+
+def test_a_terminated_context_ends_reception_and_the_sockets_are_closed(pub, caplog):
+    context = zmq.Context()
+    r = Receiver(endpoint=pub.endpoint, context=context).start()
+    pub.wait_subscriber()
+    ender = threading.Thread(target=context.term)  # returns once every socket is closed
+    ender.start()
+    ender.join(60)
+    assert not ender.is_alive()  # the receiving thread closed its socket and its monitor
+    assert wait_until(lambda: not r.running)
+    assert r.failure is None and "receiving stopped" in caplog.text
+    r.stop()

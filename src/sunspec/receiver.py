@@ -18,6 +18,7 @@ path, which checks and counts everything. Both keep the same counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -491,11 +492,12 @@ class Receiver(Worker):
                     timeout = steady_timeout
                 if self.gc_interval and self._since_gc >= self.gc_interval:
                     self._periodic_gc()
-        except zmq.ZMQError as exc:  # pragma: no cover - context terminated under us
+        except zmq.ZMQError as exc:  # the context was terminated under us
             log.error("receiving stopped: %s", exc)
         finally:
-            sock.disable_monitor()
-            monitor.close(linger=0)
+            with contextlib.suppress(zmq.ZMQError):  # refused once the context is terminated
+                sock.disable_monitor()
+            monitor.close(linger=0)  # closed either way: a terminating context waits for it
             sock.close(linger=0)
 
     def _monitor_event(self, monitor: zmq.Socket) -> None:
