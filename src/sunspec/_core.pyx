@@ -10,7 +10,9 @@ directly with inconsistent arguments is undefined behaviour.
 """
 
 from cpython.object cimport PyObject
+from libc.errno cimport EAGAIN, EINTR, errno
 from libc.string cimport memcmp, memcpy
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 cdef extern from "_simd.h" nogil:
     void sunspec_accumulate_block(const float* x, Py_ssize_t stride, Py_ssize_t t0,
@@ -617,21 +619,6 @@ cdef class HeaderReader:
 
 
 # --- receiving messages (sunspec._poller.MessagePoller) ----------------------------------------
-
-cdef extern from "<errno.h>" nogil:
-    int errno
-    enum:
-        EINTR
-        EAGAIN
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    enum:
-        CLOCK_REALTIME
-    int clock_gettime(int clk, timespec* ts)
 
 # libzmq's poll item (zmq.h; ``fd`` is an int on POSIX)
 ctypedef struct zmq_pollitem_t:
