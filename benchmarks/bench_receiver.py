@@ -17,7 +17,6 @@ Run: python benchmarks/bench_receiver.py [--seconds 5]
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import statistics
@@ -33,7 +32,6 @@ import zmq
 from _timing import verdict
 
 from sunspec import Receiver
-from sunspec import receiver as receiver_module
 
 PROC = psutil.Process()  # RSS; CPU comes from time.process_time (ns, not 10 ms ticks)
 
@@ -167,10 +165,11 @@ def main() -> None:
         paced_100(pub, secs)
         sixteen_beams(secs)
 
-        sleeper = Sleeper(min(receiver_module.POLL_INTERVAL, r_stall_timeout() / 2))
+        r = Receiver(endpoint=pub.endpoint)
+        sleeper = Sleeper(r.stall_check_interval)
         floor = idle_cpu(2 * secs)
         sleeper.stop()
-        r = Receiver(endpoint=pub.endpoint).start()
+        r.start()
         time.sleep(1.0)
         idle = idle_cpu(2 * secs)
         print(f"idle CPU over {2 * secs:.0f} s (the process but the benchmark's thread): "
@@ -253,11 +252,6 @@ def sixteen_beams(secs: float, beams: int = 16, rate: float = 2.0) -> None:
           f"over {wall:.0f} s: {got}/{sent} frames received, {core:.2f} % of a core "
           f"({1e3 * cpu / max(got, 1):.3f} ms CPU per frame) (target <= 2 %) "
           f"{verdict(core <= 2)}")
-
-
-def r_stall_timeout() -> float:
-    """The receiver's default stall timeout."""
-    return inspect.signature(Receiver).parameters["stall_timeout"].default
 
 
 class Sleeper:

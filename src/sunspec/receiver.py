@@ -466,7 +466,7 @@ class Receiver(Worker):
         stop = self._stop
         wake = self._wakeup.fd if self._wakeup is not None else -1
         poller = message_poller(sock, monitor, wake, topic, header, payload)
-        interval = min(POLL_INTERVAL, self.stall_timeout / 2)  # between stall checks
+        interval = self.stall_check_interval
         timeout = steady_timeout = round(interval * 1000)
         receive = self._receive_one
         next_check = 0.0
@@ -495,10 +495,7 @@ class Receiver(Worker):
         except zmq.ZMQError as exc:  # the context was terminated under us
             log.error("receiving stopped: %s", exc)
         finally:
-            with contextlib.suppress(zmq.ZMQError):  # refused once the context is terminated
-                sock.disable_monitor()
-            monitor.close(linger=0)  # closed either way: a terminating context waits for it
-            sock.close(linger=0)
+            _close(sock, monitor)
 
     def _monitor_event(self, monitor: zmq.Socket) -> None:
         """Count a disconnection. ZeroMQ retries after a lost peer (a retry event follows),
@@ -521,9 +518,7 @@ class Receiver(Worker):
         it, never disconnecting: ZeroMQ aborts when a connection ends between the frames of
         a message being read)."""
         log.info("connecting to %s again", self.endpoint)
-        sock.disable_monitor()
-        monitor.close(linger=0)
-        sock.close(linger=0)
+        _close(sock, monitor)
         return self._connect()
 
     def _receive_one(self, sock: zmq.Socket, poller: MessagePoller, topic: bytearray) -> None:
@@ -575,8 +570,7 @@ class Receiver(Worker):
                                "of a message from %s", ", ".join(h.ignored), self.endpoint)
             self._accept(h, arrival)
         except ProtocolError as exc:
-            if sock.getsockopt(zmq.RCVMORE):
-                _drain(sock)
+            _drain(sock)  # the rest of the message, if any
             if exc.seq is not None and self._cur is None:  # rejected after its seq was read
                 self._cur = self._track(exc.sender_id, exc.seq, self._headers.digest)
                 if self._cur is None:
@@ -585,8 +579,7 @@ class Receiver(Worker):
         except zmq.ZMQError:
             raise
         except Exception as exc:  # never let one message end reception
-            if sock.getsockopt(zmq.RCVMORE):
-                _drain(sock)
+            _drain(sock)  # the rest of the message, if any
             self._count_rejected(Reject.INTERNAL)
             self._rlog.log(logging.ERROR, Reject.INTERNAL.value, "message from %s not handled: %r",
                            self.endpoint, exc, exc_info=True)
@@ -950,6 +943,12 @@ class Receiver(Worker):
             self._stalled_logged = now
             log.warning("%s", self._stall_reason(now - since))
 
+    @property
+    def stall_check_interval(self) -> float:
+        """Seconds between the receiving thread's stall checks: its longest wait for a
+        message (half ``stall_timeout``, at most ``POLL_INTERVAL``)."""
+        return min(POLL_INTERVAL, self.stall_timeout / 2)
+
     def _stall_state(self) -> tuple[str, float | None]:
         """(``stopped`` | ``waiting`` | ``receiving`` | ``stalled``, s since the last frame)."""
         if not self.running:
@@ -998,6 +997,15 @@ def _axis_kind(h: FrameHeader, chan0: int | None) -> str:
     if h.freqs_hz is not None:
         return "explicit"
     return "uniform" if chan0 is not None or h.cfreq0 is not None else "channels"
+
+
+def _close(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    """Close a socket and its monitor (both, even once the context is terminated: a
+    terminating context waits for them)."""
+    with contextlib.suppress(zmq.ZMQError):  # refused once the context is terminated
+        sock.disable_monitor()
+    monitor.close(linger=0)
+    sock.close(linger=0)
 
 
 def _drain(sock: zmq.Socket) -> int:
